@@ -26,8 +26,6 @@ EXEC   := _build/executed/$(PROFILE)
 JBOUT  := _build/jb/$(PROFILE)
 HTML   := $(if $(filter cpu,$(PROFILE)),_build/html,_build/html-$(PROFILE))
 SET    := $(if $(DEVICE),--set device=$(DEVICE))
-EXEC_ENV := TQDM_DISABLE=1 TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-            PYTHONWARNINGS=ignore MPLBACKEND=agg
 
 SCIENCE_NBS := $(SCIENCE:%=$(EXEC)/book/%.ipynb)
 REPORT_NBS  := $(REPORTS:%=$(EXEC)/book/%.ipynb)
@@ -64,7 +62,7 @@ _executed: $(SCIENCE_NBS) $(REPORT_NBS)
 
 $(EXEC)/book/%.ipynb: book/%.md $(EXEC)/.params/%.json $(TVLIB_SRC)
 	@echo "executing $* ($(PROFILE))"
-	$(EXEC_ENV) $(PY) -m tvlib.book.execute run $< --profile $(PROFILE) --out $@ $(SET)
+	$(PY) -m tvlib.book.execute run $< --profile $(PROFILE) --out $@ $(SET)
 
 # The introduction's claims ledger and the reproducibility report read the other executed notebooks.
 $(EXEC)/book/intro.ipynb: $(SCIENCE_NBS)
@@ -83,7 +81,7 @@ chapter: $(STAMP)
 	@test -n "$(CH)" || { echo "usage: make chapter CH=<name> [PROFILE=full] [DEVICE=cuda]; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
 	@test -f book/$(CH).md || { echo "unknown chapter '$(CH)'; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
 	@mkdir -p _build
-	flock _build/.lock-$(PROFILE) env $(EXEC_ENV) $(PY) -m tvlib.book.execute run book/$(CH).md --profile $(PROFILE) --out $(EXEC)/book/$(CH).ipynb $(SET)
+	flock _build/.lock-$(PROFILE) $(PY) -m tvlib.book.execute run book/$(CH).md --profile $(PROFILE) --out $(EXEC)/book/$(CH).ipynb $(SET)
 
 # Every part runs; the target fails if any part failed.
 test: $(STAMP)
@@ -95,8 +93,7 @@ test: $(STAMP)
 	echo "== 2/3 quick book (execute every chapter, strict HTML build)"; \
 	$(MAKE) --no-print-directory book PROFILE=quick || status=1; \
 	echo "== 3/3 nbval on the quick notebooks"; \
-	$(EXEC_ENV) $(PY) -m pytest -q -p no:python -p no:cacheprovider --nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg _build/executed/quick/book/*.ipynb; rc=$$?; \
+	$(PY) -m tvlib.book.execute nbval _build/executed/quick/book/*.ipynb; rc=$$?; \
 	if [ $$rc -ne 0 ]; then status=1; fi; \
 	exit $$status
 

@@ -4,6 +4,7 @@ Command line (used by the Makefile)::
 
     python -m tvlib.book.execute params book/*.md --profile quick --out PARAMS_DIR
     python -m tvlib.book.execute run CHAPTER.md --profile quick --out EXECUTED.ipynb [--set device=cuda]
+    python -m tvlib.book.execute nbval EXECUTED.ipynb ...
 
 ``params`` writes the chapter's resolved parameters, and rewrites the file only when they changed,
 so that make re-executes a chapter exactly when its own profile section changed. ``run`` executes
@@ -30,6 +31,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "params"
 PROFILE_KEY = "profile"
+# The environment of every kernel that executes a chapter (papermill here, nbval under `make test`):
+# no progress bars or warnings on stderr (nbval compares stderr too), and nothing from the network.
+KERNEL_ENV = {
+    "TQDM_DISABLE": "1",
+    "PYTHONWARNINGS": "ignore",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "MPLBACKEND": "agg",
+}
 
 
 class ProfileError(ValueError):
@@ -133,6 +144,24 @@ def fold_parameters(nb, values: dict[str, Any]) -> None:
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
 
 
+def ignore_run_settings(nb) -> None:
+    """Tag the run-settings cell ``nbval-ignore-output``: its wall time differs on every run.
+
+    The cell must show nothing else, so that no other output escapes nbval's comparison.
+    """
+    from tvlib.book.chapter import RUN_MIME
+
+    for cell in nb.cells:
+        outputs = cell.get("outputs", [])
+        if any(RUN_MIME in o.get("data", {}) for o in outputs):
+            if len(outputs) != 1:
+                raise ProfileError("the cell calling tvbook.run_settings() must have no other output "
+                                   f"(it has {len(outputs)}); end it with ';'")
+            tags = cell.metadata.setdefault("tags", [])
+            if "nbval-ignore-output" not in tags:
+                tags.append("nbval-ignore-output")
+
+
 def write_if_changed(path: Path, text: str) -> bool:
     """Atomically replace ``path`` with ``text`` unless it already holds exactly that."""
     if path.is_file() and path.read_text() == text:
@@ -155,14 +184,29 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_chapter(chapter_path: Path, profile: str, out: Path, overrides: dict[str, Any] | None = None) -> None:
+def _describe_cell(executed: Path) -> str:
+    """'code cell K (first line)' for the cell with an error output; K counts the chapter's code cells."""
+    import nbformat
+
+    code = [c for c in nbformat.read(executed, as_version=4).cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    for number, cell in enumerate(code, 1):
+        if any(o.output_type == "error" for o in cell.get("outputs", [])):
+            lines = cell.source.strip().splitlines()
+            return f"code cell {number} (`{lines[0][:60] if lines else ''}`)"
+    return "an unknown cell"
+
+
+def run_chapter(chapter_path: Path, profile: str, out: Path, overrides: dict[str, Any] | None = None,
+                params_dir: Path = PARAMS_DIR) -> None:
     """Execute a chapter into ``out``; on any failure nothing is left at ``out``."""
     import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     chapter = chapter_path.stem
-    values = resolve_parameters(chapter_path, profile, overrides)
+    os.environ.update(KERNEL_ENV)
+    values = resolve_parameters(chapter_path, profile, overrides, params_dir)
     nb = read_chapter(chapter_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
@@ -174,23 +218,39 @@ def run_chapter(chapter_path: Path, profile: str, out: Path, overrides: dict[str
             pm.execute_notebook(str(src), str(dst), parameters=values, kernel_name="python3",
                                 cwd=str(out.parent), progress_bar=False, log_output=False)
         except PapermillExecutionError as err:
-            raise SystemExit(f"chapter {chapter!r} failed in cell {err.exec_count} "
-                             f"(cell index {err.cell_index}): {err.ename}: {err.evalue}") from None
+            raise SystemExit(f"chapter {chapter!r} failed in {_describe_cell(dst)}: "
+                             f"{err.ename}: {err.evalue}") from None
         executed = nbformat.read(dst, as_version=4)
         fold_parameters(executed, values)
+        ignore_run_settings(executed)
         executed.metadata.setdefault("tvbook", {})["profile"] = profile
         nbformat.write(executed, dst)
         os.replace(dst, out)
 
 
+def run_nbval(notebooks: list[Path]) -> int:
+    """Re-execute executed notebooks under nbval and compare every output (sanitized)."""
+    import pytest
+
+    os.environ.update(KERNEL_ENV)
+    sanitize = ROOT / "tests" / "nbval_sanitize.cfg"
+    return pytest.main(["-q", "-p", "no:python", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+                        "--nbval-sanitize-with", str(sanitize), *map(str, notebooks)])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tvlib.book.execute", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["params", "run"])
-    parser.add_argument("chapters", type=Path, nargs="+", help="text notebooks, book/<name>.md (one for 'run')")
-    parser.add_argument("--profile", required=True)
-    parser.add_argument("--out", type=Path, required=True, help="'run': the executed notebook; 'params': a folder")
+    parser.add_argument("action", choices=["params", "run", "nbval"])
+    parser.add_argument("chapters", type=Path, nargs="+",
+                        help="book/<name>.md (one for 'run'); for 'nbval', executed notebooks")
+    parser.add_argument("--profile")
+    parser.add_argument("--out", type=Path, help="'run': the executed notebook; 'params': a folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
+    if args.action == "nbval":
+        sys.exit(run_nbval(args.chapters))
+    if args.profile is None or args.out is None:
+        parser.error(f"'{args.action}' needs --profile and --out")
     try:
         overrides = _parse_overrides(args.overrides)
         if args.action == "params":
