@@ -101,6 +101,16 @@ def claim(claim_id: str, measured: str, verdict: str, criterion: str) -> None:
     _display(markdown, CLAIM_MIME, payload)
 
 
+def _machine(device: str) -> str:
+    import os
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def run_settings() -> dict:
     """Show the run-settings box (profile, device, seed, versions, wall time) and return it."""
     if _RUN is None:
@@ -113,13 +123,16 @@ def run_settings() -> dict:
     settings = asdict(_RUN)
     settings.pop("started")
     settings |= {
+        "machine": _machine(_RUN.device),
         "wall_time_s": round(time.perf_counter() - _RUN.started, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "tvlib": tvlib.__version__,
     }
-    rows = "\n".join(f"| {k} | `{v}` |" for k, v in settings.items())
-    markdown = f"```{{admonition}} Run settings\n| setting | value |\n|---|---|\n{rows}\n```"
+    shown = {k: v for k, v in settings.items() if k not in ("chapter", "wall_time_s")}
+    line = " · ".join(f"{k} `{v}`" for k, v in shown.items())
+    markdown = (f"```{{admonition}} Run settings\n:class: note\n{line} · "
+                f"wall time **{settings['wall_time_s']} s**\n```")
     _display(markdown, RUN_MIME, settings)
     return settings
