@@ -39,7 +39,6 @@ KERNEL_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    "MPLBACKEND": "agg",
 }
 
 
