@@ -142,16 +142,20 @@ def test_failed_chapter_leaves_no_notebook_and_names_the_cell(book):
     assert list(out.parent.iterdir()) == []
 
 
-def test_executed_chapter_folds_parameters_and_tags_run_settings(book):
+def test_executed_chapter_folds_parameters_and_tags_run_settings(book, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "agg")  # must not reach the kernel: figures would vanish
     write_profile(book, "quick", {"chapters": {"alpha": {"steps": 3}}})
-    body = "import tvlib.book as tvbook\nrun = tvbook.start('alpha', profile, device, 0)\ntvbook.run_settings();"
+    body = ("import tvlib.book as tvbook\nimport matplotlib.pyplot as plt\n"
+            "run = tvbook.start('alpha', profile, device, 0)\nplt.plot([0, 1])\nplt.show()\n"
+            "```\n\n```{code-cell} ipython3\ntvbook.run_settings();")
     (book / "book" / "alpha.md").write_text(chapter_text('profile = "cpu"\ndevice = "cpu"\nsteps = 10', body))
     out = book / "out" / "alpha.ipynb"
     execute.run_chapter(book / "book" / "alpha.md", "quick", out, params_dir=book / "params")
     nb = nbformat.read(out, as_version=4)
     assert nb.cells[1].source == 'profile = \'quick\'\ndevice = "cpu"\nsteps = 3'
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
-    assert "nbval-ignore-output" in nb.cells[2].metadata["tags"]
+    assert any("image/png" in o.get("data", {}) for o in nb.cells[2].outputs), "the figure is in the notebook"
+    assert "nbval-ignore-output" in nb.cells[3].metadata["tags"]
     [record] = report.run_records([out])
     assert record["chapter"] == "alpha" and record["profile"] == "quick"
 

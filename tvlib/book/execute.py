@@ -42,6 +42,16 @@ KERNEL_ENV = {
 }
 
 
+def set_kernel_env() -> None:
+    """Give kernels started from this process the book's environment.
+
+    MPLBACKEND is removed so that figures use the kernel's inline backend: under e.g. agg,
+    plt.show() would silently leave a chapter without its figures.
+    """
+    os.environ.update(KERNEL_ENV)
+    os.environ.pop("MPLBACKEND", None)
+
+
 class ProfileError(ValueError):
     """A profile file or a ``--set`` override that does not fit the chapter."""
 
@@ -204,7 +214,7 @@ def run_chapter(chapter_path: Path, profile: str, out: Path, overrides: dict[str
     from papermill.exceptions import PapermillExecutionError
 
     chapter = chapter_path.stem
-    os.environ.update(KERNEL_ENV)
+    set_kernel_env()
     values = resolve_parameters(chapter_path, profile, overrides, params_dir)
     nb = read_chapter(chapter_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +241,7 @@ def run_nbval(notebooks: list[Path]) -> int:
     """Re-execute executed notebooks under nbval and compare every output (sanitized)."""
     import pytest
 
-    os.environ.update(KERNEL_ENV)
+    set_kernel_env()
     sanitize = ROOT / "tests" / "nbval_sanitize.cfg"
     return pytest.main(["-q", "-p", "no:python", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
                         "--nbval-sanitize-with", str(sanitize), *map(str, notebooks)])
