@@ -224,7 +224,8 @@ def test_book_has_executable_chapters():
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_defaults_equal_the_cpu_profile(chapter):
     defaults = execute.book_parameters(BOOK)[chapter]
-    assert execute.resolve_parameters(BOOK / f"{chapter}.md", "cpu") == defaults
+    resolved = execute.resolve_parameters(BOOK / f"{chapter}.md", "cpu")
+    assert {k: defaults[k] for k in resolved} == resolved
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "full"])

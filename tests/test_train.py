@@ -1,0 +1,115 @@
+"""Training: the TVP-loss, checkpoint/resume, the run cache, task-vector evaluation."""
+
+import pytest
+import torch
+
+from tvlib import engine
+from tvlib import tasks as T
+from tvlib.train import (RunConfig, inject_each_layer, last, make_model, make_task, model_inputs,
+                         sample_batch, step_losses, train, tv_errors)
+
+TINY = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
+
+
+def batch(cfg: RunConfig, seed: int = 0):
+    return sample_batch(make_task(cfg), cfg, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("task", ["linear", "offset"])
+def test_tvp_loss_is_zero_without_lambda_and_positive_with(task):
+    cfg = RunConfig(task=task, **TINY)
+    model, (icl, zero) = make_model(cfg), batch(cfg)
+    icl0, tvp0 = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=0.0)
+    icl1, tvp1 = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=1.0)
+    assert tvp0.item() == 0.0 and tvp1.item() > 0.0
+    torch.testing.assert_close(icl0, icl1)
+
+
+def manual_tvp_loss(model, task, icl, zero, layer):
+    """The TVP-loss written out by hand: run the blocks, overwrite layer `layer` at the last position."""
+    def hidden(inputs, replace=None):
+        x = model.embed(**inputs)
+        x = x + model.wpe(torch.arange(x.shape[1]))
+        states = []
+        for l, block in enumerate(model.blocks):
+            x = block(x)
+            if l == layer and replace is not None:
+                x = torch.cat([x[:, :-1], replace[:, None]], dim=1)
+            states.append(x)
+        return states, model.head(model.ln_f(x))
+
+    states, _ = hidden(icl.inputs)
+    _, out = hidden(zero.inputs, replace=states[layer][:, -1])
+    return T.loss(task, T.answers(task, out, zero.answer_pos[-1:]), zero.targets[:, -1:])
+
+
+@pytest.mark.parametrize("task, fmt", [("linear", "triplet"), ("offset", "triplet"), ("offset", "pairwise")])
+def test_tvp_loss_injects_at_the_intended_layer_and_position(task, fmt):
+    cfg = RunConfig(task=task, fmt=fmt, **TINY)
+    model, (icl, zero) = make_model(cfg), batch(cfg)
+    for layer in range(cfg.n_layer):
+        _, tvp = step_losses(model, make_task(cfg), icl, zero, tvp_layer=layer, tvp_lambda=1.0)
+        torch.testing.assert_close(tvp, manual_tvp_loss(model, make_task(cfg), icl, zero, layer))
+
+
+def test_tvp_loss_gradient_flows_through_the_task_vector():
+    cfg = RunConfig(task="offset", **TINY)
+    model, (icl, zero) = make_model(cfg), batch(cfg)
+    _, tvp = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=1.0)
+    tvp.backward()
+    # Positions >= 2 exist only in the ICL prompt: their gradient can only come through v.
+    assert model.wpe.weight.grad[2:icl.inputs["input_ids"].shape[1]].abs().sum() > 0
+    # The block after l* runs only in the zero-shot pass on the injected vector.
+    assert model.blocks[2].mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    cfg = RunConfig(task="linear", steps=12, tvp_lambda=0.5, tvp_layer=1, **TINY)
+    full, full_log = train(cfg, cache=tmp_path / "a", ckpt_every=4)
+    _, part_log = train(cfg, cache=tmp_path / "b", ckpt_every=4, stop_after=6)  # "killed" at step 6
+    assert len(part_log) == 6 and list((tmp_path / "b").glob("*.ckpt"))
+    resumed, log = train(cfg, cache=tmp_path / "b", ckpt_every=4)
+    assert [r["step"] for r in log] == list(range(12))  # steps 0-3 from the checkpoint, 4-11 re-run
+    assert log == full_log
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert not list((tmp_path / "b").glob("*.ckpt"))  # finished: the checkpoint is gone
+
+
+def test_finished_run_is_loaded_from_the_cache(tmp_path):
+    cfg = RunConfig(task="offset", steps=3, **TINY)
+    model, log = train(cfg, cache=tmp_path)
+    (cached_file,) = tmp_path.glob("*.pt")
+    again, log2 = train(cfg, cache=tmp_path)
+    assert log2 == log and not again.training
+    torch.testing.assert_close(model.head.weight, again.head.weight)
+    assert train(RunConfig(task="offset", steps=3, seed=1, **TINY), cache=tmp_path)[1] != log
+
+
+def test_injecting_a_prompts_own_states_changes_nothing():
+    cfg = RunConfig(task="offset", **TINY)
+    model, task = make_model(cfg).eval(), make_task(cfg)
+    _, zero = batch(cfg)
+    own = engine.extract(model, model_inputs(model, zero.inputs), last(cfg.batch_size))
+    errors = inject_each_layer(model, task, zero, own)
+    plain = T.error(task, T.answers(task, model(**zero.inputs), zero.answer_pos), zero.targets)
+    torch.testing.assert_close(errors, plain[:, 0].expand(cfg.n_layer, -1))
+
+
+def test_tv_errors_shapes_and_baselines():
+    cfg = RunConfig(task="linear", **TINY)
+    res = tv_errors(make_model(cfg).eval(), make_task(cfg), "triplet", k=4, n=16, seed=0)
+    assert res.layers.shape == res.layers_avg.shape == (cfg.n_layer,)
+    assert res.zero_shot > 0 and res.icl > 0 and 0 <= res.best_layer < cfg.n_layer
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"fmt": "single"}, "valid formats"),
+    ({"task": "gsm8k"}, "valid tasks"),
+    ({"tvp_lambda": 1.0, "tvp_layer": 3}, "tvp_layer 3"),
+    ({"tvp_lambda": -1.0}, "tvp_lambda"),
+    ({"n_examples": 20}, "block_size"),
+])
+def test_bad_run_config_is_rejected(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**TINY | kw)

@@ -1,0 +1,89 @@
+"""Word tasks: data integrity, bijections, the first-token rule, seeded prompt sampling."""
+
+import numpy as np
+import pytest
+
+from tvlib import wordtasks as wt
+
+
+class CharTokenizer:
+    """A stand-in tokenizer: one token per character, except that '->' is one token."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        ids, i = [], 0
+        while i < len(text):
+            if text.startswith("->", i):
+                ids.append(1000)
+                i += 2
+            else:
+                ids.append(ord(text[i]))
+                i += 1
+        return {"input_ids": ids}
+
+
+def test_every_task_is_a_function_with_enough_pairs():
+    for name in wt.task_names():
+        task = wt.load_task(name)
+        inputs = [x for x, _ in task.pairs]
+        assert len(inputs) == len(set(inputs)), name
+        assert len(task.pairs) >= (25 if "letter" in name else 26 if "upper" in name or "lower" in name else 40), name
+
+
+def test_word_lists_are_ours_and_well_formed():
+    assert wt.word_lists() == ["antonym", "country_capital", "english_french", "present_past", "singular_plural"]
+    for name in wt.word_lists():
+        pairs = wt.load_pairs(name)
+        assert all(x.strip() == x and y.strip() == y and x and y for x, y in pairs), name
+
+
+def test_bijection_unites_map_and_inverse_and_drops_conflicts():
+    pairs = (("light", "dark"), ("heavy", "light"), ("a", "b"))
+    bij = dict(wt.bijection(pairs))
+    assert bij == {"heavy": "light", "a": "b", "dark": "light", "b": "a"}  # 'light' had two outputs
+    task = wt.load_task("bij_lower_upper")
+    assert task.kind == "bijection" and dict(task.pairs)["a"] == "A" and dict(task.pairs)["A"] == "a"
+
+
+def test_unknown_task_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown task 'nope'.*lower_upper"):
+        wt.load_task("nope")
+    with pytest.raises(FileNotFoundError, match="antonym"):
+        wt.load_pairs("nope")
+
+
+def test_template_formats_demos_and_query():
+    t = wt.Template()
+    assert t.prompt((("a", "A"), ("b", "B")), "c") == "example:a->A\nexample:b->B\nexample:c->"
+    assert wt.Template(prefix="Q:", arrow=" =", separator="; ").prompt((("a", "A"),), "c") == "Q:a =A; Q:c ="
+
+
+def test_first_token_filter_keeps_answers_with_a_unique_first_token():
+    task = wt.WordTask("caps", (("France", "Paris"), ("Czechia", "Prague"), ("Peru", "Lima"), ("Spain", "Madrid")))
+    kept = wt.first_token_filter(task, CharTokenizer())
+    assert kept.pairs == (("Peru", "Lima"), ("Spain", "Madrid"))  # Paris and Prague share 'P'
+    assert wt.answer_first_token(CharTokenizer(), wt.Template(), "Lima") == ord("L")
+    assert wt.answer_first_token(CharTokenizer(), wt.Template(), "") is None
+
+
+def test_survival_table_counts_kept_pairs():
+    table = wt.survival_table(CharTokenizer(), ["lower_upper", "next_letter"])
+    assert table.loc["lower_upper", "kept"] == 26 and table.loc["next_letter", "pairs"] == 25
+
+
+def test_prompts_are_seeded_disjoint_and_exclude_the_query():
+    task = wt.load_task("antonym")
+    dev, test = wt.dev_test_prompts(task, n_dev=10, n_test=10, n_shots=5, n_dummies=2, seed=3)
+    again, _ = wt.dev_test_prompts(task, n_dev=10, n_test=10, n_shots=5, n_dummies=2, seed=3)
+    other, _ = wt.dev_test_prompts(task, n_dev=10, n_test=10, n_shots=5, n_dummies=2, seed=4)
+    assert dev == again and dev != other
+    assert not {p.query for p in dev} & {p.query for p in test}
+    for p in dev + test:
+        used = [x for x, _ in p.demos] + list(p.dummies)
+        assert len(p.demos) == 5 and len(p.dummies) == 2 and len(set(used)) == 7
+        assert p.query[0] not in used
+
+
+def test_too_few_pairs_is_a_clear_error():
+    task = wt.WordTask("tiny", (("a", "b"), ("c", "d")))
+    with pytest.raises(ValueError, match="'tiny' has 2 pairs"):
+        wt.sample_prompts(task, task.pairs, n_shots=5, n_dummies=2, rng=np.random.default_rng(0))

@@ -1,0 +1,259 @@
+"""Evaluate word tasks in a pretrained LM: zero-shot baseline, n-shot ICL, and task vectors (TV).
+
+As in Hendel et al. (2023) and Dong et al. (2025): the task vector at layer l is the residual
+stream (output of block l) at the last ``->`` of n-shot prompts whose query is *not* the test query,
+averaged over ``n_dummies`` such queries; it replaces the state at the ``->`` of the zero-shot
+prompt at layer l. Accuracy is greedy first-token accuracy (see ``wordtasks.first_token_filter``).
+The layer is chosen on dev prompts; accuracy is reported on disjoint test prompts.
+
+The per-layer sweep (layer-l vector at layer l, one position at the last token) runs in the
+engine's batched :func:`engine.layer_sweep`. Beyond it, :func:`injection_sweep` also injects at a
+window of consecutive layers and at several positions (the template tokens of the query line),
+and adds instead of replacing; these probe where the task lives in the model (our reconstruction).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tvlib import engine
+from tvlib.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How many prompts, shots and dummy queries; rows per forward pass bounds memory."""
+
+    n_shots: int = 5
+    n_dev: int = 16
+    n_test: int = 24
+    n_dummies: int = 2
+    rows_per_pass: int = 256
+    template: Template = field(default_factory=Template)
+
+
+# ----------------------------------------------------------------------------- forward passes
+
+
+def predict(model: nn.Module, tokenizer, texts: list[str], rows_per_pass: int) -> Tensor:
+    """Greedy next token [N] after each text."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), rows_per_pass):
+            inputs = engine.encode(tokenizer, texts[start:start + rows_per_pass], model)
+            out.append(engine.last_logits(model, _on(inputs, model)).argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def states(model: nn.Module, tokenizer, texts: list[str], positions: Tensor, rows_per_pass: int) -> Tensor:
+    """Residual stream [L, N, P, D] of every layer at ``positions`` [N, P] (negative: from the end)."""
+    out = []
+    for start in range(0, len(texts), rows_per_pass):
+        inputs = engine.encode(tokenizer, texts[start:start + rows_per_pass], model)
+        out.append(engine.extract(model, _on(inputs, model), positions[start:start + rows_per_pass]).float().cpu())
+    return torch.cat(out, dim=1)
+
+
+def _on(inputs: dict, model: nn.Module) -> dict:
+    """Inputs moved to the model's device."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def injection_sweep(model: nn.Module, tokenizer, texts: list[str], positions: Tensor, vectors: Tensor,
+                    answers: Tensor, starts: list[int], mode: str = "replace", width: int = 1,
+                    rows_per_pass: int = 256) -> np.ndarray:
+    """Accuracy [S] of injecting ``vectors`` [L, N, P, D] into ``texts`` at ``positions`` [N, P].
+
+    Entry s injects the layer-l vector at layer l = ``starts[s]``, and for ``width`` > 1 also at
+    layers l+1..l+width-1 (each with its own layer's vector; layers past the last are skipped).
+    One position at the last token with ``width`` 1 is the engine's per-layer sweep
+    (:func:`engine.layer_sweep`, every layer in few batched passes, then the ``starts`` are
+    picked); any other variant repeats each prompt once per start layer under
+    :func:`engine.inject`, one row per (prompt, start layer).
+    """
+    n_layers, n, n_starts = vectors.shape[0], len(texts), len(starts)
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if not all(0 <= l < n_layers for l in starts):
+        raise ValueError(f"start layers {starts} must lie in 0..{n_layers - 1}")
+    if width == 1 and positions.shape[1] == 1 and bool((positions == -1).all()):
+        return _layer_sweep_accuracy(model, tokenizer, texts, vectors[:, :, 0], answers, mode,
+                                     rows_per_pass)[starts]
+    start = torch.tensor(starts).repeat(n)  # row r = (prompt r // S, start layer starts[r % S])
+    prompt = torch.arange(n).repeat_interleave(n_starts)
+    correct = torch.zeros(n * n_starts, dtype=torch.bool)
+    with torch.no_grad():
+        for lo in range(0, n * n_starts, rows_per_pass):
+            rows = torch.arange(lo, min(lo + rows_per_pass, n * n_starts))
+            inputs = _on(engine.encode(tokenizer, [texts[i] for i in prompt[rows]], model), model)
+            with ExitStack() as stack:
+                for k in range(width):
+                    layer = start[rows] + k
+                    valid = layer < n_layers
+                    vecs = vectors[layer.clamp(max=n_layers - 1), prompt[rows]]
+                    stack.enter_context(engine.inject(model, torch.where(valid, layer, -1), positions[prompt[rows]],
+                                                      vecs, mode))
+                pred = engine.last_logits(model, inputs).argmax(-1).cpu()
+            correct[rows] = pred == answers[prompt[rows]]
+    return correct.view(n, n_starts).float().mean(0).numpy()
+
+
+def _layer_sweep_accuracy(model: nn.Module, tokenizer, texts: list[str], vectors: Tensor, answers: Tensor,
+                          mode: str, rows_per_pass: int) -> np.ndarray:
+    """Accuracy [L] of injecting the layer-l vector of ``vectors`` [L, N, D] at layer l, last token."""
+    correct = []
+    for lo in range(0, len(texts), rows_per_pass):
+        inputs = _on(engine.encode(tokenizer, texts[lo:lo + rows_per_pass], model), model)
+        logits = engine.layer_sweep(model, inputs, torch.full((inputs["input_ids"].shape[0],), -1),
+                                    vectors[:, lo:lo + rows_per_pass], mode=mode, per_layer=True,
+                                    rows_per_pass=rows_per_pass)  # [L, B, V]
+        correct.append(logits.argmax(-1).cpu() == answers[lo:lo + rows_per_pass])
+    return torch.cat(correct, dim=1).float().mean(1).numpy()
+
+
+# ----------------------------------------------------------------------------- one task
+
+
+def query_line_positions(tokenizer, template: Template, query: str) -> list[int]:
+    """Negative positions of the query line's template tokens: the prefix (``example``, ``:``), then the arrow.
+
+    The arrow's last token comes last (-1): that is where the task vector is read and written.
+    The line is assumed to tokenize the same inside a prompt as alone (true after a newline for
+    BPE tokenizers that split on it); the prefix must tokenize to the line's first tokens.
+    """
+    line = tokenizer(template.line(query), add_special_tokens=False)["input_ids"]
+    prefix = tokenizer(template.prefix, add_special_tokens=False)["input_ids"]
+    if line[:len(prefix)] != prefix:
+        raise ValueError(f"the prefix {template.prefix!r} does not tokenize to the start of {template.line(query)!r}")
+    return [j - len(line) for j in range(len(prefix))] + [-1]
+
+
+@dataclass
+class TaskRun:
+    """Everything measured for one task and one seed; accuracies are fractions in [0, 1].
+
+    Curves are indexed by injection layer: every layer for ``tv_dev``/``tv_test``, the layers
+    ``extra_layers`` for the other variants.
+    """
+
+    task: str
+    baseline: float
+    icl: float
+    tv_dev: np.ndarray  # [L] TaskV, replace at the arrow, dev prompts
+    tv_test: np.ndarray  # [L] same on test prompts
+    extra_layers: list[int]
+    add_test: np.ndarray  # add the ICL-induced shift at the arrow
+    window_test: np.ndarray  # replace at the arrow at layers l..l+width-1
+    positions_test: np.ndarray  # replace at the query line's template tokens (example, :, ->)
+    mean_tv: Tensor  # [L, D] task vector averaged over test prompts (for decoding)
+
+    @property
+    def best_layer(self) -> int:
+        """Injection layer chosen on dev prompts (first best)."""
+        return int(np.argmax(self.tv_dev))
+
+    @property
+    def tv(self) -> float:
+        """Test accuracy of TaskV at the dev-chosen layer."""
+        return float(self.tv_test[self.best_layer])
+
+
+def _answers(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
+    """First-token ids [N] of the prompts' answers."""
+    return torch.tensor([answer_first_token(tokenizer, template, p.query[1]) for p in prompts])
+
+
+@dataclass
+class Split:
+    """One split's zero-shot prompts, answers, and task vectors at the query line's template tokens."""
+
+    zero_shot: list[str]
+    answers: Tensor  # [N]
+    positions: Tensor  # [N, P] in the zero-shot prompts; the last one is the arrow
+    vectors: Tensor  # [L, N, P, D] n-shot states, mean over dummy queries
+    shift: Tensor  # [L, N, P, D] n-shot minus zero-shot states (what the demonstrations add)
+
+
+def prepare(model: nn.Module, tokenizer, prompts: list[Prompt], cfg: EvalConfig) -> Split:
+    """Read task vectors from n-shot prompts with dummy queries (never the test query), one pass each."""
+    t = cfg.template
+    dummies = [(p, d) for p in prompts for d in p.dummies]
+    pos = torch.tensor([query_line_positions(tokenizer, t, d) for _, d in dummies])
+    n_shot = states(model, tokenizer, [t.prompt(p.demos, d) for p, d in dummies], pos, cfg.rows_per_pass)
+    zero = states(model, tokenizer, [t.prompt((), d) for _, d in dummies], pos, cfg.rows_per_pass)
+
+    def per_prompt(x: Tensor) -> Tensor:
+        return x.view(x.shape[0], len(prompts), cfg.n_dummies, *x.shape[2:]).mean(2)
+
+    return Split(zero_shot=[t.prompt((), p.query[0]) for p in prompts], answers=_answers(tokenizer, t, prompts),
+                 positions=torch.tensor([query_line_positions(tokenizer, t, p.query[0]) for p in prompts]),
+                 vectors=per_prompt(n_shot), shift=per_prompt(n_shot - zero))
+
+
+def evaluate_task(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, seed: int,
+                  extra_layers: list[int], width: int = 3) -> TaskRun:
+    """Baseline, ICL and the TV variants for one task and seed (dev picks the layer, test reports)."""
+    dev_prompts, test_prompts = dev_test_prompts(task, cfg.n_dev, cfg.n_test, cfg.n_shots, cfg.n_dummies, seed)
+    dev, test = prepare(model, tokenizer, dev_prompts, cfg), prepare(model, tokenizer, test_prompts, cfg)
+    all_layers = list(range(engine.num_layers(model)))
+
+    def sweep(split: Split, layers: list[int], vectors: Tensor, at_template: bool = False, **kw) -> np.ndarray:
+        keep = slice(None) if at_template else slice(-1, None)
+        return injection_sweep(model, tokenizer, split.zero_shot, split.positions[:, keep], vectors[:, :, keep],
+                               split.answers, layers, rows_per_pass=cfg.rows_per_pass, **kw)
+
+    def accuracy(texts: list[str]) -> float:
+        return float((predict(model, tokenizer, texts, cfg.rows_per_pass) == test.answers).float().mean())
+
+    return TaskRun(
+        task=task.name,
+        baseline=accuracy(test.zero_shot),
+        icl=accuracy([cfg.template.prompt(p.demos, p.query[0]) for p in test_prompts]),
+        tv_dev=sweep(dev, all_layers, dev.vectors),
+        tv_test=sweep(test, all_layers, test.vectors),
+        extra_layers=extra_layers,
+        add_test=sweep(test, extra_layers, test.shift, mode="add"),
+        window_test=sweep(test, extra_layers, test.vectors, width=width),
+        positions_test=sweep(test, extra_layers, test.vectors, at_template=True),
+        mean_tv=test.vectors[:, :, -1].mean(1),
+    )
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied after the last block (Llama ``norm``, GPT-2 ``ln_f``, NeoX ``final_layer_norm``)."""
+    base = getattr(model, "base_model", model)
+    for name in ("norm", "ln_f", "final_layer_norm", "final_norm"):
+        if isinstance(getattr(base, name, None), nn.Module):
+            return getattr(base, name)
+    raise ValueError(f"found no final norm on {type(base).__name__}; looked for norm, ln_f, "
+                     "final_layer_norm, final_norm")
+
+
+def decode(model: nn.Module, vectors: Tensor, k: int) -> Tensor:
+    """Top-k token ids [L, k] of vectors [L, D] read through the final norm and the unembedding."""
+    weight = next(model.parameters())
+    with torch.no_grad():
+        normed = final_norm(model)(vectors.to(weight.device, weight.dtype))
+        return model.get_output_embeddings()(normed).topk(k, dim=-1).indices.cpu()
+
+
+def output_space_fraction(tokenizer, template: Template, task: WordTask, top: Tensor) -> np.ndarray:
+    """Per layer, the fraction of decoded top-k tokens that begin one of the task's answers.
+
+    A token counts if its text without surrounding spaces equals that of some answer's first
+    token (so ' Paris' counts for Paris, but 'a' does not count for 'A'; our reconstruction).
+    """
+    def norm(token_id: int) -> str:
+        return tokenizer.decode([token_id]).strip()
+
+    space = {norm(answer_first_token(tokenizer, template, y)) for y in task.outputs}
+    return np.array([[norm(int(i)) in space for i in row] for row in top]).mean(1)

@@ -1,0 +1,288 @@
+"""Training transformers from scratch on in-context tasks, with the TVP-loss, and evaluating them.
+
+* :func:`train` runs (or resumes, or loads from the run cache) one training run of a
+  :class:`RunConfig`. The loss is the ICL loss on every answer position plus, if
+  ``tvp_lambda > 0``, the task-vector-prompting loss (TVP-loss) of Yang et al. (2025) at layer
+  ``tvp_layer`` -- see :func:`step_losses` for its exact definition (our reconstruction).
+* :func:`icl_errors` and :func:`tv_errors` evaluate in-context learning and task-vector
+  prompting (extraction and injection through ``tvlib.engine``).
+
+Checkpoints and cached models are written atomically (temp file + ``os.replace``); the run
+cache is content-addressed by the full config and the source of the model, task and training
+code, under ``$TVLIB_CACHE`` (default ``~/.cache/tvlib``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tvlib import engine, tasks as T
+from tvlib.models import gpt
+from tvlib.models.gpt import GPT, GPTConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a training run (and hence its cache key)."""
+
+    task: str = "linear"  # a key of tvlib.tasks.TASKS
+    n_dims: int = 4  # linear regression only
+    vocab: int = 16  # token offset only
+    fmt: str = "triplet"  # "pairwise" or "triplet"
+    n_layer: int = 4
+    n_embd: int = 64
+    n_head: int = 4
+    block_size: int = 64
+    n_examples: int = 10  # examples per training prompt
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    seed: int = 0
+    tvp_lambda: float = 0.0  # weight of the TVP-loss; 0 = plain ICL training
+    tvp_layer: int = -1  # prescribed layer l* of the TVP-loss (-1 = none)
+
+    def __post_init__(self) -> None:
+        T.check_format(self.fmt)
+        if self.task not in T.TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(T.TASKS)}")
+        if self.tvp_lambda < 0:
+            raise ValueError(f"tvp_lambda must be >= 0, got {self.tvp_lambda}")
+        if self.tvp_lambda > 0 and not 0 <= self.tvp_layer < self.n_layer:
+            raise ValueError(f"tvp_layer {self.tvp_layer} is out of range: with tvp_lambda > 0 it "
+                             f"must be in 0..{self.n_layer - 1}")
+        stride = 2 if self.fmt == "pairwise" else 3
+        if stride * self.n_examples - 1 > self.block_size:
+            raise ValueError(f"{self.n_examples} {self.fmt} examples need "
+                             f"{stride * self.n_examples - 1} positions > block_size {self.block_size}")
+
+
+def make_task(cfg: RunConfig, **overrides) -> T.Task:
+    """The run's task family; ``overrides`` (e.g. ``x_scale=2``) build a shifted variant."""
+    size = {"linear": {"n_dims": cfg.n_dims}, "offset": {"vocab": cfg.vocab}}.get(cfg.task, {})
+    return T.make_task(cfg.task, **size | overrides)
+
+
+def make_model(cfg: RunConfig) -> GPT:
+    """A freshly initialised model, seeded by ``cfg.seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return GPT(GPTConfig(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+                             block_size=cfg.block_size, **make_task(cfg).model_kwargs()))
+
+
+def model_inputs(model: GPT, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Prompt inputs as engine-friendly model kwargs: continuous prompts become inputs_embeds.
+
+    The embedding is computed in the autograd graph, so the read-in and the arrow still train.
+    """
+    if "values" in inputs:
+        return {"inputs_embeds": model.embed(values=inputs["values"], is_arrow=inputs["is_arrow"])}
+    return inputs
+
+
+def last(n: int) -> Tensor:
+    """Position -1 (the query's answer position) for ``n`` rows."""
+    return torch.full((n,), -1, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def step_losses(model: GPT, task: T.Task, icl: T.Prompts, zero: T.Prompts,
+                tvp_layer: int, tvp_lambda: float) -> tuple[Tensor, Tensor]:
+    """The ICL loss and the TVP-loss of one batch (the TVP-loss is 0 and not computed if λ = 0).
+
+    ICL loss: mean loss over every answer position of the ICL prompts ``icl``.
+    TVP-loss (our reconstruction of Yang et al.): v = h_{l*}(icl, last position), the residual
+    stream after block l* at the last (query) answer position of the same forward pass; it
+    replaces h_{l*} at the answer position of the zero-shot prompt ``zero`` (same task, a fresh
+    query x'), and the loss is that of predicting f(x'). Gradients flow through v into the ICL
+    pass as well as through the zero-shot pass.
+    """
+    B = icl.targets.shape[0]
+    with engine.capture(model, last(B)) as cap:
+        out = model(**model_inputs(model, icl.inputs))
+    icl_loss = T.loss(task, T.answers(task, out, icl.answer_pos), icl.targets)
+    if tvp_lambda == 0:
+        return icl_loss, torch.zeros(())
+    v = cap.states[tvp_layer]
+    with engine.inject(model, tvp_layer, last(B), v):
+        out0 = model(**model_inputs(model, zero.inputs))
+    return icl_loss, T.loss(task, T.answers(task, out0, zero.answer_pos[-1:]), zero.targets[:, -1:])
+
+
+def sample_batch(task: T.Task, cfg: RunConfig, gen: torch.Generator) -> tuple[T.Prompts, T.Prompts]:
+    """ICL prompts of ``cfg.n_examples`` examples and zero-shot prompts of the same tasks."""
+    params = task.sample_tasks(cfg.batch_size, gen)
+    icl = T.sample_prompts(task, cfg.fmt, cfg.batch_size, cfg.n_examples, gen, tasks=params)
+    zero = T.sample_prompts(task, cfg.fmt, cfg.batch_size, 1, gen, tasks=params)
+    return icl, zero
+
+
+def lr_at(cfg: RunConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak learning rate."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def cache_dir() -> Path:
+    """Where runs are cached: ``$TVLIB_CACHE`` or ``~/.cache/tvlib``."""
+    return Path(os.environ.get("TVLIB_CACHE", Path.home() / ".cache" / "tvlib"))
+
+
+def run_key(cfg: RunConfig) -> str:
+    """Content address of a run: the config and the source of the code that trains it."""
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for module in (gpt, T):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: RunConfig, cache: Path | None = None, ckpt_every: int = 200,
+          stop_after: int | None = None) -> tuple[GPT, list[dict]]:
+    """Train (or resume, or load) the run ``cfg``; returns the model and its loss log.
+
+    The finished model is cached at ``<cache>/<run_key>.pt``. While training, a checkpoint
+    (model, optimizer, data generator, step, log) is written every ``ckpt_every`` steps to
+    ``<cache>/<run_key>.ckpt``, so a killed run resumes where it was. ``stop_after`` ends the run
+    early after that many steps in total (for tests of resuming); nothing is cached then.
+    """
+    cache = cache_dir() if cache is None else Path(cache)
+    key = run_key(cfg)
+    final, ckpt = cache / f"{key}.pt", cache / f"{key}.ckpt"
+    model = make_model(cfg)
+    if final.exists():
+        state = torch.load(final, weights_only=True)
+        model.load_state_dict(state["model"])
+        return model.eval(), state["log"]
+    task = make_task(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, log = 0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        step, log = state["step"], state["log"]
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    model.train()
+    for step in tqdm(range(step, end), initial=step, total=cfg.steps, desc=f"train {key[:8]}",
+                     disable=None, leave=False):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        icl, zero = sample_batch(task, cfg, gen)
+        icl_loss, tvp_loss = step_losses(model, task, icl, zero, cfg.tvp_layer, cfg.tvp_lambda)
+        opt.zero_grad(set_to_none=True)
+        (icl_loss + cfg.tvp_lambda * tvp_loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        log.append({"step": step, "icl": icl_loss.item(), "tvp": tvp_loss.item()})
+        if (step + 1) % ckpt_every == 0 and step + 1 < cfg.steps:
+            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                         "step": step + 1, "log": log}, ckpt)
+    model.eval()
+    if end == cfg.steps:
+        save_atomic({"model": model.state_dict(), "log": log}, final)
+        ckpt.unlink(missing_ok=True)
+    return model, log
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def icl_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) -> Tensor:
+    """Mean error at each answer position of ``n`` fresh k-example prompts: ``[k]``.
+
+    Entry i is the error with i demonstrations in context (entry 0 is zero-shot).
+    """
+    prompts = T.sample_prompts(task, fmt, n, k, torch.Generator().manual_seed(seed))
+    out = model(**model_inputs(model, prompts.inputs))
+    return T.error(task, T.answers(task, out, prompts.answer_pos), prompts.targets).mean(0)
+
+
+@torch.no_grad()
+def inject_each_layer(model: GPT, task: T.Task, zero: T.Prompts, vectors: Tensor) -> Tensor:
+    """Errors ``[L, B]`` of zero-shot prompts with ``vectors[l]`` ([L, B, D]) replacing layer l.
+
+    One batched pass: the prompts are repeated once per layer, each row injecting at its layer.
+    """
+    L, B, _ = vectors.shape
+    inputs = {k: v.repeat(L, *[1] * (v.dim() - 1)) for k, v in zero.inputs.items()}
+    layers = torch.arange(L).repeat_interleave(B)
+    with engine.inject(model, layers, last(L * B), vectors.reshape(L * B, -1)):
+        out = model(**model_inputs(model, inputs))
+    pred = T.answers(task, out, zero.answer_pos[-1:])
+    return T.error(task, pred, zero.targets[:, -1:].repeat(L, 1)).view(L, B)
+
+
+@dataclass
+class TVResult:
+    """Task-vector prompting against its baselines, all on the same queries (mean errors)."""
+
+    zero_shot: float  # the zero-shot prompt alone
+    icl: float  # (k-1)-shot ICL
+    layers: Tensor  # [L] zero-shot prompt with the layer-l task vector injected at layer l
+    layers_avg: Tensor  # [L] same with the vector averaged over all answer positions of the prompt
+
+    @property
+    def best(self) -> float:
+        return float(self.layers.min())
+
+    @property
+    def best_layer(self) -> int:
+        return int(self.layers.argmin())
+
+    def recovery(self, errors: Tensor | float) -> Tensor:
+        """Fraction of the zero-shot-to-ICL error gap closed: 0 = no help, 1 = as good as ICL."""
+        return (self.zero_shot - torch.as_tensor(errors)) / (self.zero_shot - self.icl)
+
+
+@torch.no_grad()
+def tv_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) -> TVResult:
+    """Task-vector prompting by layer (the protocol of Hendel et al., our adaptation).
+
+    The task vector at layer l is the residual stream after block l at the last position of a
+    k-example prompt (k-1 demonstrations and a dummy query x'); it replaces layer l at the last
+    position of a zero-shot prompt of the same task with a different query x. The ICL baseline
+    is the (k-1)-shot error at x' in the same prompts.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = task.sample_tasks(n, gen)
+    icl = T.sample_prompts(task, fmt, n, k, gen, tasks=params)
+    zero = T.sample_prompts(task, fmt, n, 1, gen, tasks=params)
+    positions = icl.answer_pos.expand(n, -1)
+    with engine.capture(model, positions) as cap:
+        out = model(**model_inputs(model, icl.inputs))
+    states = cap.states  # [L, n, k, D]
+    icl_err = T.error(task, T.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
+    zero_out = model(**model_inputs(model, zero.inputs))
+    zero_err = T.error(task, T.answers(task, zero_out, zero.answer_pos), zero.targets).mean()
+    return TVResult(zero_shot=float(zero_err), icl=float(icl_err),
+                    layers=inject_each_layer(model, task, zero, states[:, :, -1]).mean(1),
+                    layers_avg=inject_each_layer(model, task, zero, states.mean(2)).mean(1))
