@@ -230,15 +230,12 @@ def icl_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) ->
 def inject_each_layer(model: GPT, task: T.Task, zero: T.Prompts, vectors: Tensor) -> Tensor:
     """Errors ``[L, B]`` of zero-shot prompts with ``vectors[l]`` ([L, B, D]) replacing layer l.
 
-    One batched pass: the prompts are repeated once per layer, each row injecting at its layer.
+    The engine's batched layer sweep: the zero-shot prompts end at their answer position.
     """
-    L, B, _ = vectors.shape
-    inputs = {k: v.repeat(L, *[1] * (v.dim() - 1)) for k, v in zero.inputs.items()}
-    layers = torch.arange(L).repeat_interleave(B)
-    with engine.inject(model, layers, last(L * B), vectors.reshape(L * B, -1)):
-        out = model(**model_inputs(model, inputs))
-    pred = T.answers(task, out, zero.answer_pos[-1:])
-    return T.error(task, pred, zero.targets[:, -1:].repeat(L, 1)).view(L, B)
+    B = vectors.shape[1]
+    out = engine.layer_sweep(model, model_inputs(model, zero.inputs), last(B), vectors, per_layer=True)
+    pred = T.answers(task, out.movedim(0, 1), slice(None))  # [B, L(, V)]: the layer axis as positions
+    return T.error(task, pred, zero.targets[:, -1:]).T
 
 
 @dataclass
