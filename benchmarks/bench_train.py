@@ -4,22 +4,24 @@ Measures, in one run on the same threads: (1) steps/s and tokens/s of training s
 cpu-profile model of book/emergence_scratch.md (ICL loss, and ICL + TVP-loss), and (2) the FLOP
 rate of a large square fp32 matrix multiply (the practical peak). Prints the achieved training
 FLOP rate -- counted as 6 x parameters x tokens plus the attention score/value matmuls -- as a
-fraction of that peak.
+fraction of that peak. The same recipe at larger widths (``--widths``) shows how much of the gap is
+the width-32 model's size: its matrix products are too small to keep the cores busy, so a step
+costs mostly per-operation overhead.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 30] [--threads 2]
+    .venv/bin/python benchmarks/bench_train.py [--steps 30] [--threads 2] [--widths 32,128,256]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
-from tvlib.train import RunConfig, make_model, make_task, sample_batch, step_losses
+from tvlib.train import OFFSET_RUN, make_model, make_task, sample_batch, step_losses
 
-CPU_MODEL = RunConfig(task="offset", vocab=6, n_layer=4, n_embd=32, n_head=2, n_examples=8,
-                      batch_size=32, lr=3e-3, tvp_lambda=1.0, tvp_layer=2)  # as in the chapters
+CPU_MODEL = replace(OFFSET_RUN, tvp_lambda=1.0, tvp_layer=2)  # the chapters' token-offset model
 
 
 def matmul_peak(n: int = 1024, reps: int = 10) -> float:
@@ -74,17 +76,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--widths", default="32,128,256", help="model widths (32: the cpu profile's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    widths = [int(w) for w in args.widths.split(",")]
     peak = matmul_peak()
     print(f"threads {args.threads}; matmul peak {peak / 1e9:.1f} GFLOP/s (1024^2 fp32)")
-    for tvp in (False, True):
-        steps_s, tokens_s, flops_s = train_rate(CPU_MODEL, tvp, args.steps)
-        name = "ICL + TVP-loss" if tvp else "ICL loss      "
-        print(f"{name}: {steps_s:.1f} steps/s, {tokens_s:,.0f} tokens/s, "
-              f"{flops_s / 1e9:.1f} GFLOP/s = {flops_s / peak:.0%} of the matmul peak")
+    for width in widths:
+        cfg = replace(CPU_MODEL, n_embd=width)
+        label = "cpu-profile model" if cfg == CPU_MODEL else "same recipe"
+        for tvp in (False, True):
+            steps_s, tokens_s, flops_s = train_rate(cfg, tvp, args.steps)
+            name = "ICL + TVP-loss" if tvp else "ICL loss      "
+            print(f"width {width:3d} ({label}), {name}: {steps_s:.1f} steps/s, {tokens_s:,.0f} tokens/s, "
+                  f"{flops_s / 1e9:.1f} GFLOP/s = {flops_s / peak:.0%} of the matmul peak")
     print(f"(peak re-measured after training: {matmul_peak() / 1e9:.1f} GFLOP/s)")
-
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,7 @@
 """The from-scratch GPT: shapes, causality, both input kinds, config errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -76,3 +78,22 @@ def test_wrong_inputs_and_too_long_sequences_are_rejected():
         model(values=torch.randn(1, 2, 3), is_arrow=torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="block_size 16"):
         model(input_ids=torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_init_schemes_differ_where_documented():
+    torch.manual_seed(0)
+    gpt2 = GPT(GPTConfig(n_dims=2, n_embd=64, n_head=2, init="gpt2"))
+    torch.manual_seed(0)
+    default = GPT(GPTConfig(n_dims=2, n_embd=64, n_head=2, init="torch"))
+    qkv = default.blocks[0].attn.qkv.weight
+    assert abs(gpt2.blocks[0].attn.qkv.weight.std().item() - 0.02) < 0.002
+    assert abs(qkv.std().item() - 1 / math.sqrt(3 * 64)) < 0.01  # uniform, bound 1/sqrt(fan_in)
+    assert default.blocks[0].attn.qkv.bias.abs().sum() > 0  # PyTorch's default bias is not zero
+    for model in (gpt2, default):  # embeddings and the arrow are N(0, 0.02^2) under both
+        assert abs(model.wpe.weight.std().item() - 0.02) < 0.003
+        assert abs(model.arrow.std().item() - 0.02) < 0.006
+
+
+def test_bad_init_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown init 'xavier'.*gpt2, torch"):
+        GPTConfig(vocab_size=5, init="xavier")

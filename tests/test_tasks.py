@@ -82,3 +82,75 @@ def test_bad_names_are_rejected():
         T.sample_prompts(T.LinearRegression(), "single", 2, 2, gen())
     with pytest.raises(ValueError, match="k >= 1"):
         T.sample_prompts(T.LinearRegression(), "triplet", 2, 0, gen())
+
+
+def simulate(table: list[list[int]], string: list[int]) -> bool:
+    """Plain-Python reference: run the DFA (rows: next state per symbol, then accepting) from 0."""
+    state = 0
+    for symbol in string:
+        state = table[state][symbol]
+    return bool(table[state][-1])
+
+
+def test_dfa_labels_match_a_plain_simulation():
+    task = T.RegularLanguage(n_states=4, n_symbols=3, length=5)
+    dfas, xs = task.sample_tasks(30, gen()), task.sample_x(30, 6, gen(1))
+    labels = task.label(dfas, xs)
+    assert set(labels.unique().tolist()) == {3, 4}  # reject, accept
+    for dfa, strings, row in zip(dfas.tolist(), xs.tolist(), labels.tolist()):
+        assert row == [3 + simulate(dfa, s) for s in strings]
+    parity = torch.tensor([[[0, 1, 0], [1, 0, 1]]])  # accepts an odd number of 1s
+    strings = torch.tensor([[[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1]]])
+    assert T.RegularLanguage(n_states=2).label(parity, strings).tolist() == [[2, 3, 3, 2]]
+
+
+def test_dfa_acceptance_band_and_chance_prior():
+    task = T.RegularLanguage(n_states=3, n_symbols=2, length=4)
+    assert task.strings().tolist()[:3] == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+    dfas = task.sample_tasks(300, gen())
+    lo, hi = T.ACCEPT_BAND
+    for dfa in dfas.tolist():
+        rate = sum(simulate(dfa, s) for s in task.strings().tolist()) / 16
+        assert lo <= rate <= hi
+    labels = task.label(dfas, task.sample_x(300, 10, gen(1)))
+    assert abs((labels == 3).float().mean().item() - 0.5) < 0.05  # symmetric band: prior 1/2
+
+
+def test_dfa_prompts_are_seeded():
+    task = T.RegularLanguage()
+    a, b, c = (T.sample_prompts(task, "triplet", 8, 4, gen(s)) for s in (1, 1, 2))
+    assert torch.equal(a.inputs["input_ids"], b.inputs["input_ids"]) and torch.equal(a.targets, b.targets)
+    assert not torch.equal(a.inputs["input_ids"], c.inputs["input_ids"])
+
+
+@pytest.mark.parametrize("fmt, ids, answers", [
+    ("triplet", [0, 1, 5, 3, 1, 1, 5, 4, 1, 0, 5], [2, 6, 10]),
+    ("pairwise", [0, 1, 3, 1, 1, 4, 1, 0], [1, 4, 7]),
+])
+def test_multi_token_layout(fmt, ids, answers):
+    task = T.RegularLanguage(n_symbols=3, length=2)  # symbols 0-2, reject 3, accept 4, arrow 5
+    xs = torch.tensor([[[0, 1], [1, 1], [1, 0]]])
+    p = T.layout(task, fmt, xs, torch.tensor([[3, 4, 3]]))  # the last label is left out
+    assert p.inputs["input_ids"].tolist() == [ids]
+    assert p.answer_pos.tolist() == answers and answers[-1] == len(ids) - 1
+    assert T.prompt_length(fmt, 3, x_tokens=2) == len(ids)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_states": 1}, "n_states must be >= 2, got 1"),
+    ({"n_symbols": 1}, "n_symbols must be >= 2, got 1"),
+    ({"length": 0}, "length must be >= 1, got 0"),
+    ({"n_symbols": 3, "length": 8}, r"3\^8 strings must be <= 4096"),
+])
+def test_bad_dfa_sizes_are_rejected(kw, match):
+    with pytest.raises(ValueError, match=match):
+        T.make_task("dfa", **kw)
+
+
+def test_majority_vote_error_by_hand():
+    labels = torch.tensor([5, 6])
+    targets = torch.tensor([[5, 5, 6, 5], [6, 5, 5, 5]])
+    # row 0: tie -> 0.5; 5 seen -> right; 5,5 -> predicts 5, wrong; 5,5,6 -> right
+    # row 1: tie -> 0.5; 6 seen -> wrong; tie 1:1 -> 0.5; 5,5 vs 6 -> right
+    want = torch.tensor([0.5, 0.5, 0.75, 0.0])
+    assert torch.allclose(T.majority_vote_error(targets, labels), want)

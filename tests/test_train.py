@@ -5,8 +5,8 @@ import torch
 
 from tvlib import engine
 from tvlib import tasks as T
-from tvlib.train import (RunConfig, inject_each_layer, last, make_model, make_task, model_inputs,
-                         sample_batch, step_losses, train, tv_errors)
+from tvlib.train import (RunConfig, icl_errors, inject_each_layer, last, make_model, make_task,
+                         model_inputs, sample_batch, step_losses, train, tv_errors)
 
 TINY = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
 
@@ -43,7 +43,8 @@ def manual_tvp_loss(model, task, icl, zero, layer):
     return T.loss(task, T.answers(task, out, zero.answer_pos[-1:]), zero.targets[:, -1:])
 
 
-@pytest.mark.parametrize("task, fmt", [("linear", "triplet"), ("offset", "triplet"), ("offset", "pairwise")])
+@pytest.mark.parametrize("task, fmt", [("linear", "triplet"), ("offset", "triplet"), ("offset", "pairwise"),
+                                       ("dfa", "triplet"), ("dfa", "pairwise")])
 def test_tvp_loss_injects_at_the_intended_layer_and_position(task, fmt):
     cfg = RunConfig(task=task, fmt=fmt, **TINY)
     model, (icl, zero) = make_model(cfg), batch(cfg)
@@ -109,7 +110,21 @@ def test_tv_errors_shapes_and_baselines():
     ({"tvp_lambda": 1.0, "tvp_layer": 3}, "tvp_layer 3"),
     ({"tvp_lambda": -1.0}, "tvp_lambda"),
     ({"n_examples": 20}, "block_size"),
+    ({"task": "dfa", "n_examples": 6}, "6 triplet examples of 4-token inputs need 35 positions"),
+    ({"task": "dfa", "n_states": 1}, "n_states must be >= 2, got 1"),
+    ({"task": "dfa", "n_symbols": 2, "length": 13}, r"2\^13 strings must be <= 4096"),
 ])
 def test_bad_run_config_is_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         RunConfig(**TINY | kw)
+
+
+@pytest.mark.parametrize("fmt", ["triplet", "pairwise"])
+def test_dfa_trains_with_the_tvp_loss_and_evaluates(tmp_path, fmt):
+    cfg = RunConfig(task="dfa", fmt=fmt, steps=3, tvp_lambda=0.5, tvp_layer=1, **TINY)
+    model, log = train(cfg, cache=tmp_path)
+    assert len(log) == 3 and all(r["icl"] > 0 and r["tvp"] > 0 for r in log)
+    task = make_task(cfg)
+    assert icl_errors(model, task, fmt, k=4, n=16, seed=0).shape == (4,)
+    res = tv_errors(model, task, fmt, k=4, n=16, seed=0)
+    assert res.layers.shape == (cfg.n_layer,) and 0 <= res.zero_shot <= 1

@@ -357,7 +357,7 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
         for start in range(0, batch, per_pass):
             index = torch.arange(start, min(start + per_pass, batch))
             chunks.append(sweep(model, _select(inputs, index), rows[index], vecs[index], mode))
-    return torch.cat(chunks, dim=1)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
 def _choose_method(model: nn.Module, method: str, mode: str, rows: Tensor, seq_len: int) -> str:
@@ -502,8 +502,9 @@ def supports_truncation(model: nn.Module) -> bool:
 
     The check: a Hugging Face model with a KV cache, the same kind of layer at every index (the
     forward may pick a mask by a block's index in the list), and on a small random left-padded
-    prompt with random vectors, the truncated path equals the hook-based path (same batch, same
-    cache) at the first, middle and last layers, up to 1e-5 of the largest logit; this fails e.g.
+    prompt with random vectors, the truncated path equals the hook-based path (same prompts, same
+    cache; the reference for all three checks in one forward) at the first, middle and last
+    layers, up to 1e-5 of the largest logit; this fails e.g.
     where the forward adds position embeddings to inputs_embeds (GPT-2). An error in the check also
     means no.
     """
@@ -539,10 +540,14 @@ def _verify_truncation(model: nn.Module) -> tuple[bool, str]:
     probe = {k: v.to(embedding.weight.device) for k, v in probe.items()}
     vecs = torch.randn(2, n_layers, 1, width, generator=gen)
     groups = [[0, 1] if n_layers > 1 else [0], [n_layers // 2], [n_layers - 1]]
+    flat = [layer for layers in groups for layer in layers]
     with torch.no_grad():
         cache, last = _prefix_and_last(model, probe)
-        for layers in groups:
-            want = _run_group(model, cache, last, layers, vecs, truncate=False)
+        # The reference for every group in one forward (its rows are independent of each other).
+        reference = _run_group(model, cache, last, flat, vecs, truncate=False)
+        for i, layers in enumerate(groups):
+            start = sum(len(g) for g in groups[:i])
+            want = reference[start:start + len(layers)]
             got = _run_group(model, cache, last, layers, vecs, truncate=True)
             # Same shapes and the same operations on the same values: equal up to rounding noise.
             scale = want.abs().max().item()

@@ -1,12 +1,15 @@
 """Synthetic task families for in-context learning from scratch, and their prompt formats.
 
-A *task family* samples per-prompt task parameters (a weight vector, a sinusoid, an offset),
-inputs, and labels, every draw from an explicit ``torch.Generator``. A *format* lays a prompt
-out as a token sequence:
+A *task family* samples per-prompt task parameters (a weight vector, a sinusoid, an offset,
+a finite automaton), inputs, and labels, every draw from an explicit ``torch.Generator``. A
+*format* lays a prompt out as a token sequence:
 
 * ``pairwise``: ``x1 y1 x2 y2 ... xk`` -- the answer to ``x_i`` is read at ``x_i``;
 * ``triplet``:  ``x1 -> y1 ... xk ->`` -- the answer is read at the arrow, a learned embedding
-  (continuous tasks) or an extra token id ``vocab`` (discrete tasks).
+  (continuous tasks) or the last token id of the vocabulary (discrete tasks).
+
+A discrete x may be several tokens (a string ``x_1 .. x_m``); it then takes m positions and the
+pairwise answer is read at its last token ``x_m``.
 
 The last label is dropped, so every prompt ends with the position where the query's answer is
 read; that last position is where task vectors are taken and injected. A zero-shot prompt is the
@@ -117,7 +120,78 @@ class TokenOffset:
         return (xs + tasks[:, None]) % self.vocab
 
 
-TASKS = {"linear": LinearRegression, "sinusoid": Sinusoid, "offset": TokenOffset}
+ACCEPT_BAND = (0.25, 0.75)  # allowed fraction of accepted strings of a sampled DFA
+MAX_STRINGS = 4096  # most strings n_symbols ** length that sampling may enumerate
+
+
+@dataclass(frozen=True)
+class RegularLanguage:
+    """Is the string x in L? for a random regular language L per prompt (RegBench-style).
+
+    Our reconstruction of the formal-language family of Yang et al. (2025), whose settings are
+    not available. Each prompt draws a DFA: ``n_states`` states, start state 0, a uniformly
+    random transition table over ``n_symbols`` symbols, each state accepting with probability
+    1/2. DFAs are redrawn until the fraction of the ``n_symbols ** length`` strings of length
+    ``length`` they accept (counted exactly) lies in ``ACCEPT_BAND`` = [0.25, 0.75], so that no
+    language is (nearly) constant. The band is symmetric under complementing the accepting set,
+    so every string is accepted with prior probability 1/2: without demonstrations the best
+    guess is chance. x is a uniform string of ``length`` symbols.
+
+    Token ids: symbols ``0 .. n_symbols-1``, labels ``n_symbols`` (reject) and ``n_symbols + 1``
+    (accept), arrow ``n_symbols + 2``. A task is a ``[n_states, n_symbols + 1]`` table: row q
+    holds the next state on each symbol, then 1 if q accepts.
+    """
+
+    n_states: int = 3
+    n_symbols: int = 2
+    length: int = 4
+    discrete: bool = True
+
+    def __post_init__(self) -> None:
+        for name, lowest in (("n_states", 2), ("n_symbols", 2), ("length", 1)):
+            if getattr(self, name) < lowest:
+                raise ValueError(f"{name} must be >= {lowest}, got {getattr(self, name)}")
+        if self.n_symbols ** self.length > MAX_STRINGS:
+            raise ValueError(f"n_symbols ** length = {self.n_symbols}^{self.length} strings must be "
+                             f"<= {MAX_STRINGS} (sampling enumerates them all)")
+
+    def model_kwargs(self) -> dict[str, int]:
+        return {"vocab_size": self.n_symbols + 3}  # symbols, reject, accept, arrow
+
+    def strings(self) -> Tensor:
+        """All strings of the input length in lexicographic order: ``[n_symbols ** length, length]``."""
+        powers = self.n_symbols ** torch.arange(self.length - 1, -1, -1)
+        return torch.arange(self.n_symbols ** self.length)[:, None] // powers % self.n_symbols
+
+    def acceptance(self, tasks: Tensor) -> Tensor:
+        """Fraction of all strings of the input length that each DFA accepts: ``[n]``."""
+        labels = self.label(tasks, self.strings().expand(len(tasks), -1, -1))
+        return (labels == self.n_symbols + 1).float().mean(1)
+
+    def sample_tasks(self, n: int, gen: torch.Generator) -> Tensor:
+        lo, hi = ACCEPT_BAND
+        dfas = torch.empty(0, self.n_states, self.n_symbols + 1, dtype=torch.long)
+        while len(dfas) < n:  # rejection sampling, 2n candidates a round
+            step = torch.randint(self.n_states, (2 * n, self.n_states, self.n_symbols), generator=gen)
+            accepting = torch.randint(2, (2 * n, self.n_states, 1), generator=gen)
+            candidates = torch.cat([step, accepting], dim=2)
+            rate = self.acceptance(candidates)
+            dfas = torch.cat([dfas, candidates[(rate >= lo) & (rate <= hi)]])
+        return dfas[:n]
+
+    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor:
+        return torch.randint(self.n_symbols, (n, k, self.length), generator=gen)
+
+    def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
+        rows = torch.arange(len(tasks))[:, None]
+        state = torch.zeros(xs.shape[:-1], dtype=torch.long)
+        for t in range(xs.shape[-1]):
+            state = tasks[rows, state, xs[..., t]]
+        return self.n_symbols + tasks[rows, state, self.n_symbols]
+
+
+TASKS = {"linear": LinearRegression, "sinusoid": Sinusoid, "offset": TokenOffset,
+         "dfa": RegularLanguage}
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -142,19 +216,33 @@ def check_format(fmt: str) -> None:
         raise ValueError(f"unknown prompt format {fmt!r}; valid formats: {', '.join(FORMATS)}")
 
 
-def layout(task: Task, fmt: str, xs: Tensor, ys: Tensor) -> Prompts:
-    """Interleave k examples into one prompt per row; the last label is left out."""
+def stride(fmt: str, x_tokens: int = 1) -> int:
+    """Positions per example: its x tokens, its label and, in the triplet format, the arrow."""
     check_format(fmt)
+    return x_tokens + (1 if fmt == "pairwise" else 2)
+
+
+def prompt_length(fmt: str, k: int, x_tokens: int = 1) -> int:
+    """Positions of a k-example prompt (its last label is left out)."""
+    return stride(fmt, x_tokens) * k - 1
+
+
+def layout(task: Task, fmt: str, xs: Tensor, ys: Tensor) -> Prompts:
+    """Interleave k examples into one prompt per row; the last label is left out.
+
+    Discrete ``xs`` are ``[B, k]`` (one token each) or ``[B, k, m]`` (m tokens each).
+    """
     B, k = ys.shape
-    stride = 2 if fmt == "pairwise" else 3
-    T = stride * k - 1
-    x_pos = torch.arange(k) * stride
-    answer_pos = x_pos + (stride - 2)  # pairwise: at x; triplet: at the arrow
-    y_pos = x_pos[:-1] + stride - 1
+    m = xs.shape[2] if task.discrete and xs.dim() == 3 else 1
+    s = stride(fmt, m)
+    T = prompt_length(fmt, k, m)
+    x_pos = torch.arange(k) * s  # where each example starts
+    answer_pos = x_pos + (s - 2)  # pairwise: at x_m; triplet: at the arrow
+    y_pos = x_pos[:-1] + s - 1
     if task.discrete:
         arrow_id = task.model_kwargs()["vocab_size"] - 1
         ids = torch.full((B, T), arrow_id, dtype=torch.long)
-        ids[:, x_pos] = xs
+        ids[:, (x_pos[:, None] + torch.arange(m)).flatten()] = xs.reshape(B, k * m)
         ids[:, y_pos] = ys[:, :-1]
         inputs = {"input_ids": ids}
     else:
@@ -197,3 +285,17 @@ def error(task: Task, pred: Tensor, targets: Tensor) -> Tensor:
     if task.discrete:
         return (pred.argmax(-1) != targets).float()
     return (pred - targets) ** 2
+
+
+def majority_vote_error(targets: Tensor, labels: Tensor) -> Tensor:
+    """Expected 0/1 error at each example of guessing the most frequent earlier label: ``[k]``.
+
+    A baseline that uses the demonstrations without learning the task: at example i it predicts
+    the label among ``labels`` seen most often in examples 0..i-1, uniformly at random among ties
+    (at example 0 among all of ``labels``). ``targets`` ``[B, k]`` are label ids.
+    """
+    counts = (targets[..., None] == labels).float()  # [B, k, n_labels]
+    before = counts.cumsum(1) - counts  # label counts of the earlier examples
+    modes = before == before.max(-1, keepdim=True).values
+    hit = (modes & counts.bool()).any(-1).float() / modes.sum(-1)
+    return (1 - hit).mean(0)

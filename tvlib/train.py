@@ -37,11 +37,15 @@ class RunConfig:
     task: str = "linear"  # a key of tvlib.tasks.TASKS
     n_dims: int = 4  # linear regression only
     vocab: int = 16  # token offset only
+    n_states: int = 3  # dfa only: states of each prompt's automaton
+    n_symbols: int = 2  # dfa only: alphabet size
+    length: int = 4  # dfa only: symbols per input string
     fmt: str = "triplet"  # "pairwise" or "triplet"
     n_layer: int = 4
     n_embd: int = 64
     n_head: int = 4
     block_size: int = 64
+    init: str = "gpt2"  # weight initialisation: "gpt2" or "torch" (tvlib.models.gpt)
     n_examples: int = 10  # examples per training prompt
     steps: int = 1000
     batch_size: int = 64
@@ -60,16 +64,35 @@ class RunConfig:
         if self.tvp_lambda > 0 and not 0 <= self.tvp_layer < self.n_layer:
             raise ValueError(f"tvp_layer {self.tvp_layer} is out of range: with tvp_lambda > 0 it "
                              f"must be in 0..{self.n_layer - 1}")
-        stride = 2 if self.fmt == "pairwise" else 3
-        if stride * self.n_examples - 1 > self.block_size:
-            raise ValueError(f"{self.n_examples} {self.fmt} examples need "
-                             f"{stride * self.n_examples - 1} positions > block_size {self.block_size}")
+        if self.init not in gpt.INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(gpt.INITS)}")
+        make_task(self)  # a clear error for bad task sizes
+        positions = T.prompt_length(self.fmt, self.n_examples, self.x_tokens)
+        if positions > self.block_size:
+            raise ValueError(f"{self.n_examples} {self.fmt} examples of {self.x_tokens}-token inputs "
+                             f"need {positions} positions > block_size {self.block_size}")
+
+    @property
+    def x_tokens(self) -> int:
+        """Positions an example's input takes: the string length for the DFA family, else 1."""
+        return self.length if self.task == "dfa" else 1
 
 
 def make_task(cfg: RunConfig, **overrides) -> T.Task:
     """The run's task family; ``overrides`` (e.g. ``x_scale=2``) build a shifted variant."""
-    size = {"linear": {"n_dims": cfg.n_dims}, "offset": {"vocab": cfg.vocab}}.get(cfg.task, {})
-    return T.make_task(cfg.task, **size | overrides)
+    size = {"linear": {"n_dims": cfg.n_dims}, "offset": {"vocab": cfg.vocab},
+            "dfa": {"n_states": cfg.n_states, "n_symbols": cfg.n_symbols, "length": cfg.length}}
+    return T.make_task(cfg.task, **size.get(cfg.task, {}) | overrides)
+
+
+# The chapters' shared run settings (our reconstruction, sized for a 2-core CPU). Chapters set
+# steps and seed with dataclasses.replace, so chapters that train the same model share its cache
+# entry. Regression uses PyTorch's initialisation: with GPT-2's, width-32 regression models stay
+# for thousands of steps on the plateau where they predict 0 (book/emergence_scratch.md).
+OFFSET_RUN = RunConfig(task="offset", vocab=6, n_embd=32, n_head=2, batch_size=32, n_examples=8, lr=3e-3,
+                       warmup=100)
+REGRESSION_RUN = RunConfig(task="linear", n_dims=2, n_embd=32, n_head=2, batch_size=128, n_examples=6,
+                           lr=3e-3, warmup=100, init="torch")
 
 
 def make_model(cfg: RunConfig) -> GPT:
@@ -77,7 +100,7 @@ def make_model(cfg: RunConfig) -> GPT:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return GPT(GPTConfig(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
-                             block_size=cfg.block_size, **make_task(cfg).model_kwargs()))
+                             block_size=cfg.block_size, init=cfg.init, **make_task(cfg).model_kwargs()))
 
 
 def model_inputs(model: GPT, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -8,6 +8,12 @@ Pre-LayerNorm blocks, learned absolute positions, GELU MLP, no dropout. Two kind
   mask ``a`` marks the positions that take the learned arrow embedding instead of the linear
   read-in; returns predictions ``[B, T, n_out]`` from a linear read-out.
 
+Initialisation (``init``): ``"gpt2"`` draws every weight from N(0, 0.02^2) and scales the residual
+projections by depth, as GPT-2 does; ``"torch"`` keeps PyTorch's default for the linear layers
+(uniform with bound 1/sqrt(fan_in)) and draws only the embeddings and the arrow from N(0, 0.02^2).
+At width 32, the GPT-2 scale is small for 2-dimensional regression inputs: such models sit for
+thousands of steps on the plateau where they predict 0 (see the emergence chapter).
+
 Either model also accepts ``inputs_embeds`` ``[B, T, n_embd]`` directly. The decoder blocks live
 in ``self.blocks`` and each returns the residual stream ``[B, T, n_embd]``, so the task-vector
 engine (``tvlib.engine``) can read and overwrite it at any layer.
@@ -23,6 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+INITS = ("gpt2", "torch")
+
+
 @dataclass
 class GPTConfig:
     """Shape of the decoder. Exactly one of ``vocab_size`` and ``n_dims`` is positive."""
@@ -34,8 +43,11 @@ class GPTConfig:
     n_embd: int = 64
     n_head: int = 4
     block_size: int = 64  # longest sequence (learned positions)
+    init: str = "gpt2"  # weight initialisation, one of INITS (module docstring)
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
         if (self.vocab_size > 0) == (self.n_dims > 0):
             raise ValueError(f"exactly one of vocab_size ({self.vocab_size}) and n_dims "
                              f"({self.n_dims}) must be positive")
@@ -94,19 +106,17 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size or cfg.n_out, bias=cfg.vocab_size == 0)
-        self.apply(self._init_weights)
+        for m in self.modules():
+            if isinstance(m, nn.Embedding) or (isinstance(m, nn.Linear) and cfg.init == "gpt2"):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
         if cfg.n_dims > 0:
             nn.init.normal_(self.arrow, std=0.02)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        if cfg.init == "gpt2":
+            for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+                if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                    nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     def embed(self, input_ids: Tensor | None = None, values: Tensor | None = None,
               is_arrow: Tensor | None = None) -> Tensor:
