@@ -299,3 +299,16 @@ def majority_vote_error(targets: Tensor, labels: Tensor) -> Tensor:
     modes = before == before.max(-1, keepdim=True).values
     hit = (modes & counts.bool()).any(-1).float() / modes.sum(-1)
     return (1 - hit).mean(0)
+
+
+def least_squares_error(xs: Tensor, ys: Tensor) -> Tensor:
+    """Mean squared error at each example of minimum-norm least squares on the earlier ones: ``[k]``.
+
+    The in-context baseline for linear regression (Garg et al. 2022): example i is predicted by
+    the least-squares fit to examples 0..i-1 (at example 0, by 0). ``xs`` ``[B, k, d]``, ``ys`` ``[B, k]``.
+    """
+    errs = [(ys[:, 0] ** 2).mean()]
+    for i in range(1, ys.shape[1]):
+        w_hat = torch.linalg.pinv(xs[:, :i]) @ ys[:, :i, None]
+        errs.append((((xs[:, i, None] @ w_hat)[:, 0, 0] - ys[:, i]) ** 2).mean())
+    return torch.stack(errs)
