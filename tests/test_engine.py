@@ -326,17 +326,83 @@ def test_truncated_sweep_equals_the_loop(tiny_models, arch, per_layer, monkeypat
     inputs, _ = padded_batch(model, lengths=(6, 3, 5, 4, 6))  # left padding
     last, v = torch.full((5,), -1), vectors(*((3,) if per_layer else ()), 5, WIDTH, seed=7) * 3
     loop = engine.layer_sweep_loop(model, inputs, last, v, per_layer=per_layer)
-    # rows_per_pass 2: chunks 2+2+1, one layer per forward; 4: chunks 4+1, the lone prompt's three
-    # layers in one group (truncated at layer 0, layers 1 and 2 hooked); 256: one chunk, one group.
+    # rows_per_pass 2: chunks 2+2+1, one layer per forward (the last layer alone is hooked, not an
+    # empty stack); 4: chunks 4+1, the lone prompt's three layers in one group (truncated at layer 0,
+    # layers 1 and 2 hooked); 256: one chunk, one group.
     for rows_per_pass in (2, 4, 256):
         sweep = engine.layer_sweep(model, inputs, last, v, per_layer=per_layer, rows_per_pass=rows_per_pass,
                                    method="truncated")
         torch.testing.assert_close(sweep, loop, rtol=1e-5, atol=1e-5)
         assert torch.equal(sweep.argmax(-1), loop.argmax(-1))
-    # "auto" takes the truncated path here: the hook-based cached path is never called.
-    monkeypatch.setattr(engine, "_sweep_cached", lambda *a, **k: pytest.fail("auto fell back to cached"))
+    # "auto" takes the truncated path here, and the model is checked already: no hook-based group.
+    calls = record_groups(monkeypatch)
     torch.testing.assert_close(engine.layer_sweep(model, inputs, last, v, per_layer=per_layer), loop,
                                rtol=1e-5, atol=1e-5)
+    assert calls == [("truncated", 5, [0, 1, 2])]
+
+
+def record_groups(monkeypatch) -> list[tuple[str, int, list[int]]]:
+    """Record ("truncated" or "hooked", prompts, layers) of every group forward the sweep runs."""
+    calls, truncated, hooked = [], engine._truncated_group, engine._hooked_group
+
+    def recording_truncated(model, cache, last, layers, vecs):
+        calls.append(("truncated", vecs.shape[0], list(layers)))
+        return truncated(model, cache, last, layers, vecs)
+
+    def recording_hooked(model, cache, last, layers, vecs, mode):
+        calls.append(("hooked", vecs.shape[0], list(layers)))
+        return hooked(model, cache, last, layers, vecs, mode)
+
+    monkeypatch.setattr(engine, "_truncated_group", recording_truncated)
+    monkeypatch.setattr(engine, "_hooked_group", recording_hooked)
+    return calls
+
+
+def test_first_truncated_sweep_checks_a_sample_of_its_own_rows(monkeypatch):
+    from conftest import build_tiny
+
+    model = build_tiny("llama")  # a fresh model: verdicts are remembered per model object
+    inputs, _ = padded_batch(model, lengths=(6, 3, 5, 4, 6))
+    last, v = torch.full((5,), -1), vectors(3, 5, WIDTH, seed=3) * 3
+    loop = engine.layer_sweep_loop(model, inputs, last, v, per_layer=True)
+    calls = record_groups(monkeypatch)
+    sweep = engine.layer_sweep(model, inputs, last, v, per_layer=True, rows_per_pass=10)  # groups [0, 1], [2]
+    torch.testing.assert_close(sweep, loop, rtol=1e-5, atol=1e-5)
+    assert engine.truncation_verdict(model) == (True, "")
+    # The sample: the most and least padded prompts (2), at both group starts, layer 1 and the last.
+    assert calls == [("truncated", 5, [0, 1]), ("truncated", 5, [2]), ("hooked", 2, [0, 1, 2])]
+    calls.clear()
+    engine.layer_sweep(model, inputs, last, v, per_layer=True, rows_per_pass=10)
+    assert calls == [("truncated", 5, [0, 1]), ("truncated", 5, [2])]  # remembered: no second check
+    engine.forget_truncation_check(model)
+    assert engine.truncation_verdict(model) is None
+
+
+def test_first_sweep_of_a_model_that_fails_the_check_uses_hooks():
+    """GPT-2 adds position embeddings to inputs_embeds: the first sweep's own check catches it."""
+    from conftest import build_tiny
+
+    model = build_tiny("gpt2")
+    inputs, _ = padded_batch(model, lengths=(6, 3, 5, 4, 6))
+    last, v = torch.full((5,), -1), vectors(3, 5, WIDTH)
+    loop = engine.layer_sweep_loop(model, inputs, last, v, per_layer=True)
+    sweep = engine.layer_sweep(model, inputs, last, v, per_layer=True, rows_per_pass=4)  # two chunks
+    torch.testing.assert_close(sweep, loop, rtol=1e-5, atol=1e-5)
+    ok, reason = engine.truncation_verdict(model)
+    assert not ok and "differs from the hook-based path" in reason
+    engine.forget_truncation_check(model)
+    with pytest.raises(ValueError, match="method='truncated' does not apply to GPT2LMHeadModel: .*differs"):
+        engine.layer_sweep(model, inputs, last, v, per_layer=True, method="truncated")
+    assert not engine.truncation_verdict(model)[0]
+
+
+def test_bad_input_to_a_first_truncated_sweep_is_not_held_against_the_model():
+    from conftest import build_tiny
+
+    model = build_tiny("qwen2")
+    with pytest.raises(ValueError, match="vectors have width 31 but the residual stream of block 0 has width 32"):
+        engine.layer_sweep(model, {"input_ids": ids(2, 4)}, torch.tensor([-1, -1]), vectors(31))
+    assert engine.truncation_verdict(model) is None
 
 
 def test_truncation_is_rejected_where_it_would_be_wrong(tiny_models):
@@ -358,9 +424,9 @@ def test_truncation_check_that_raises_means_no(monkeypatch):
     from conftest import build_tiny
 
     model = build_tiny("llama")  # a fresh model: verdicts are remembered per model object
-    monkeypatch.setattr(engine, "_run_group", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(engine, "_hooked_group", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     assert not engine.supports_truncation(model)
-    assert "raised RuntimeError: boom" in engine._truncation_verdict(model)[1]
+    assert "raised RuntimeError: boom" in engine.truncation_verdict(model)[1]
     monkeypatch.undo()
     assert not engine.supports_truncation(model)  # remembered
     inputs, v = {"input_ids": ids(2, 4)}, vectors(2, WIDTH)

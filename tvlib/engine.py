@@ -8,8 +8,9 @@ decoder blocks, which are found generically (:func:`find_blocks`). As in Hendel 
 - :func:`inject`: replace (Hendel/Dong task vectors) or add to (function-vector style) the residual
   stream at (layer, position); one position per row, or many at once (TaskV-M). Each row may get
   its own layer, which is how :func:`layer_sweep` evaluates every layer in a few batched passes
-  (in replace mode at the last position of a HF model, verified once per model, the injected
-  vector instead enters a temporarily truncated decoder stack: :func:`supports_truncation`).
+  (in replace mode at the last position of a HF model, the injected vector instead enters a
+  temporarily truncated decoder stack, checked against hooks on a model's first such sweep:
+  :func:`supports_truncation`).
 - :func:`pad_left` / :func:`encode`: left-padded batches with explicit position ids, so that a
   batched prompt computes exactly what it computes alone.
 
@@ -25,7 +26,6 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -323,18 +323,22 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
     method picks how (all need no other change to the model than what they restore):
 
     - "repeated": each prompt is repeated once per layer, row l injecting at layer l (any model,
-      any positions). rows_per_pass bounds the rows of one forward (prompts x layers).
+      any positions).
     - "cached": with injection at the last position of a Hugging Face causal LM, the prefix is
       unaffected, so it runs once with a KV cache and only the last token is run, through all the
-      blocks, for the L variants. rows_per_pass bounds the rows of one forward (prompts x layers).
+      blocks, for the L variants (hooks inject), consecutive layers sharing a forward.
     - "truncated": as "cached", but in replace mode blocks 0..l are wasted work for the last
       token, so for each layer l the last token starts as the vector itself (inputs_embeds) and runs
-      through blocks l+1..L-1 only, reading the prefix's cache. Needs a model whose forward feeds
-      inputs_embeds to its first block unchanged; this is checked once per model against hooks
-      (:func:`supports_truncation`). Consecutive layers share a forward where rows_per_pass allows
-      (rows: prompts x layers in it); a forward has at least all the prompts of a chunk.
+      through blocks l+1..L-1 only, reading the prefix's cache; the other layers of a forward are
+      hooked; the LM head runs once, on all the final states. Needs a model whose forward feeds
+      inputs_embeds to its first block unchanged and ends with its LM head: the
+      first truncated sweep of a model checks a sample of its own rows against the hook-based
+      path and remembers the verdict (:func:`supports_truncation`); a model that fails gets the
+      "cached" result instead (or, for an explicit method="truncated", an error).
     - "auto": the first of "truncated", "cached", "repeated" that applies.
 
+    rows_per_pass bounds the rows (prompts x layers) of one forward; a forward has at least one
+    prompt's rows ("repeated") or all the prompts of a chunk ("cached", "truncated").
     An explicit method that does not apply is an error, with the reason.
     """
     if method not in METHODS:
@@ -347,21 +351,27 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
     n_layers, rows = num_layers(model), _as_rows(positions)
     vecs = _sweep_vectors(vectors, rows, n_layers, per_layer)
     chosen = _choose_method(model, method, mode, rows, seq_len)
-    if chosen == "truncated":
-        sweep, per_pass = partial(_sweep_truncated, rows_per_pass=rows_per_pass), rows_per_pass
-    else:
-        sweep = _sweep_cached if chosen == "cached" else _sweep_repeated
-        per_pass = max(1, rows_per_pass // n_layers)
+    per_pass = max(1, rows_per_pass // n_layers) if chosen == "repeated" else rows_per_pass
     chunks = []
     with torch.no_grad():
         for start in range(0, batch, per_pass):
             index = torch.arange(start, min(start + per_pass, batch))
-            chunks.append(sweep(model, _select(inputs, index), rows[index], vecs[index], mode))
+            part, part_vecs = _select(inputs, index), vecs[index]
+            if chosen == "repeated":
+                chunks.append(_sweep_repeated(model, part, rows[index], part_vecs, mode))
+            elif chosen == "truncated" and model not in _TRUNCATION_VERDICTS:
+                chunks.append(_first_truncated(model, part, part_vecs, rows_per_pass, explicit=method == "truncated"))
+                chosen = "truncated" if _TRUNCATION_VERDICTS[model][0] else "cached"
+            else:
+                chunks.append(_sweep_prefixed(model, part, part_vecs, mode, rows_per_pass, chosen == "truncated"))
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
 def _choose_method(model: nn.Module, method: str, mode: str, rows: Tensor, seq_len: int) -> str:
-    """The sweep method to run: `method` itself if it applies (else an error), or for "auto" the best."""
+    """The sweep method to run: `method` itself if it applies (else an error), or for "auto" the best.
+
+    "truncated" for a model not yet checked means: check on first use (:func:`_first_truncated`).
+    """
     if method == "repeated":
         return method
     why_not_cached = None
@@ -379,7 +389,12 @@ def _choose_method(model: nn.Module, method: str, mode: str, rows: Tensor, seq_l
         if method == "truncated":
             raise ValueError(f"method='truncated' needs mode='replace', got mode={mode!r}")
         return "cached"
-    ok, reason = _truncation_verdict(model)
+    if model not in _TRUNCATION_VERDICTS:
+        reason = _truncation_precondition(model)
+        if reason is None:
+            return "truncated"
+        _TRUNCATION_VERDICTS[model] = (False, reason)
+    ok, reason = _TRUNCATION_VERDICTS[model]
     if not ok and method == "truncated":
         raise ValueError(f"method='truncated' does not apply to {type(model).__name__}: {reason}")
     return "truncated" if ok else "cached"
@@ -403,70 +418,83 @@ def _prefix_and_last(model: nn.Module, inputs: dict) -> tuple:
     return cache, last
 
 
-def _sweep_cached(model: nn.Module, inputs: dict, rows: Tensor, vecs: Tensor, mode: str) -> Tensor:
-    """HF path: prefix once with a KV cache, then the last token for every layer at once."""
-    batch, n_layers = vecs.shape[:2]
-    cache, last = _prefix_and_last(model, inputs)
-    cache.batch_repeat_interleave(n_layers)
-    last = {k: v.repeat_interleave(n_layers, dim=0) if isinstance(v, Tensor) else v for k, v in last.items()}
-    layers = torch.arange(n_layers).repeat(batch)  # row b * L + l injects at layer l
-    at_last = torch.full((batch * n_layers,), -1, dtype=torch.long)
-    with inject(model, layers, at_last, vecs.flatten(0, 1), mode):
-        logits = last_logits(model, {**last, "past_key_values": cache, "use_cache": True})
-    return logits.view(batch, n_layers, -1).transpose(0, 1)
+def _layer_groups(n_layers: int, size: int) -> list[list[int]]:
+    """Consecutive layers in groups of at most `size`: as few groups as that allows, sizes balanced."""
+    size = -(-n_layers // -(-n_layers // size))
+    return [list(range(start, min(start + size, n_layers))) for start in range(0, n_layers, size)]
 
 
-def _sweep_truncated(model: nn.Module, inputs: dict, rows: Tensor, vecs: Tensor, mode: str,
-                     rows_per_pass: int = 256) -> Tensor:
-    """HF replace path: prefix once with a KV cache; for layer l, the vector through blocks l+1.. only.
+def _sweep_prefixed(model: nn.Module, inputs: dict, vecs: Tensor, mode: str, rows_per_pass: int,
+                    truncate: bool, verify: bool = False) -> Tensor:
+    """HF paths: the prefix once with a KV cache, then the last token for groups of consecutive layers.
 
-    Layers go in groups of consecutive layers, as many as fit rows_per_pass rows: group a.. runs
-    blocks a+1.. for all its rows, and hooks replace the state of layer a+j's rows after block a+j
-    (a little wasted work bought back by larger matrix products and fewer forwards).
+    truncate: the "truncated" method, through the model's decoder (group a.. runs blocks a+1..
+    only; a little wasted work for the group's later layers, bought back by larger matrix
+    products and fewer forwards), then the LM head once on every final state; else the "cached"
+    one: the whole model, every block, hooks inject. verify: check a sample of the truncated rows
+    against the hook-based path (:func:`_check_sample`).
     """
-    if mode != "replace":
-        raise ValueError(f"the truncated sweep needs mode='replace', got {mode!r}")
     batch, n_layers = vecs.shape[:2]
-    group = min(n_layers, max(1, rows_per_pass // batch))
-    group = -(-n_layers // -(-n_layers // group))  # same number of groups, sizes balanced
     cache, last = _prefix_and_last(model, inputs)
-    return torch.cat([_run_group(model, cache, last, list(range(start, min(start + group, n_layers))), vecs)
-                      for start in range(0, n_layers, group)])
+    groups = _layer_groups(n_layers, max(1, rows_per_pass // batch))
+    if not truncate:
+        return torch.cat([_hooked_group(model, cache, last, layers, vecs, mode) for layers in groups])
+    states = torch.cat([_truncated_group(model, cache, last, layers, vecs) for layers in groups])
+    out = model.get_output_embeddings()(states)  # [L, B, V], one matrix product for all rows
+    if verify:
+        _check_sample(model, cache, last, groups, vecs, out)
+    return out
 
 
-def _run_group(model: nn.Module, cache, last: dict, layers: list[int], vecs: Tensor, truncate: bool = True) -> Tensor:
-    """Final logits [G, B, V] with the last token's state after block layers[g] replaced by vecs[:, layers[g]].
+def _group_step(cache, last: dict, layers: list[int], vecs: Tensor) -> tuple[dict, Tensor, Tensor]:
+    """The last step's inputs for a group of layers: (inputs, row layers, row vectors).
 
-    truncate: the decoder list holds blocks layers[0]+1.. only, the layers[0] rows' vectors enter as
-    inputs_embeds (attention modules index the cache by their own layer_idx) and the other rows are
-    hooked. Without truncate, the reference: the full stack, every row hooked.
-    cache: the prefix's KV cache (not changed: each run gets a copy, since a forward appends the new
-    token to the cache layers it passes through); last: the last step's inputs; vecs [B, L, 1, D].
+    Row b * G + g is prompt b with the state after block layers[g] replaced by vecs[b, layers[g]].
+    cache: the prefix's KV cache (not changed: the step gets a copy, since a forward appends the
+    new token to the cache layers it passes through); last: the last step's inputs; vecs [B, L, 1, D].
     """
     batch, size = vecs.shape[0], len(layers)
-    row_layers = torch.tensor(layers).repeat(batch)  # row b * G + g injects at layers[g]
-    embeds = vecs[:, layers].flatten(0, 1)  # [B * G, 1, D]
     work = _fork(cache)
     if size > 1:
         work.batch_repeat_interleave(size)
     step = {k: v.repeat_interleave(size, dim=0) if isinstance(v, Tensor) else v for k, v in last.items()}
     step.update(past_key_values=work, use_cache=True)
-    at_last = torch.full((batch * size,), -1, dtype=torch.long)
-    if not truncate:
-        with inject(model, row_layers, at_last, embeds, "replace"):
-            return last_logits(model, step).view(batch, size, -1).transpose(0, 1)
+    return step, torch.tensor(layers).repeat(batch), vecs[:, layers].flatten(0, 1)
+
+
+def _hooked_group(model: nn.Module, cache, last: dict, layers: list[int], vecs: Tensor, mode: str) -> Tensor:
+    """Final logits [G, B, V] of the whole model, hooks injecting in `mode` (the "cached" method)."""
+    batch, size = vecs.shape[0], len(layers)
+    step, row_layers, embeds = _group_step(cache, last, layers, vecs)
+    with inject(model, row_layers, torch.full((batch * size,), -1), embeds, mode):
+        return last_logits(model, step).view(batch, size, -1).transpose(0, 1)
+
+
+def _truncated_group(model: nn.Module, cache, last: dict, layers: list[int], vecs: Tensor) -> Tensor:
+    """Final states [G, B, D] of the decoder (after its final norm), the states after block layers[g] replaced.
+
+    The decoder list holds blocks layers[0]+1.. only; the layers[0] rows' vectors enter as
+    inputs_embeds (attention modules index the cache by their own layer_idx) and the other rows are
+    hooked. The last layer alone would leave an empty list: there, the full list, every row hooked.
+    """
+    batch, size, n_layers = vecs.shape[0], len(layers), vecs.shape[1]
     start = layers[0]
     if min(layers) != start:
         raise ValueError(f"a truncated group must start with its lowest layer, got {layers}")
-    embedding = model.get_input_embeddings().weight
-    step = {k: v for k, v in step.items() if k not in ("input_ids", "inputs_embeds")}
-    step["inputs_embeds"] = embeds.to(device=embedding.device, dtype=embedding.dtype)
-    hooked = torch.where(row_layers == start, -1, row_layers)
+    step, row_layers, embeds = _group_step(cache, last, layers, vecs)
     blocks = find_blocks(model)
+    kept = blocks
+    if start < n_layers - 1:
+        embedding = model.get_input_embeddings().weight
+        step = {k: v for k, v in step.items() if k not in ("input_ids", "inputs_embeds")}
+        step["inputs_embeds"] = embeds.to(device=embedding.device, dtype=embedding.dtype)
+        row_layers = torch.where(row_layers == start, -1, row_layers)
+        kept = nn.ModuleList(list(blocks)[start + 1:])
     # Hooks first: inject finds the blocks in the full list; they stay on the same block objects.
-    with inject(model, hooked, at_last, embeds, "replace"), \
-            _swapped(model, blocks, nn.ModuleList(list(blocks)[start + 1:])):
-        return last_logits(model, step).view(batch, size, -1).transpose(0, 1)
+    with inject(model, row_layers, torch.full((batch * size,), -1), embeds, "replace"), \
+            _swapped(model, blocks, kept):
+        states = model.get_decoder()(**step).last_hidden_state[:, -1]
+    return states.view(batch, size, -1).transpose(0, 1)
 
 
 def _fork(cache):
@@ -493,71 +521,128 @@ def _swapped(model: nn.Module, old: nn.Module, new: nn.Module) -> Iterator[None]
         setattr(*slot, old)
 
 
-_TRUNCATION_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_VERIFY_TOL = 1e-5  # relative to the largest reference logit
+# ----------------------------------------------------------------------------- truncation check
+
+_TRUNCATION_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (ok, reason if not)
+
+
+class _Mismatch(Exception):
+    """The truncated path differs from the hook-based path (the message says where and by how much)."""
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """Allowed |logit difference| relative to the largest logit: rounding noise of the dtype.
+
+    The same values go through the same operations, only in batches of other sizes; a model that
+    does not support truncation is off by O(1) (e.g. position embeddings added twice).
+    """
+    return max(1e-5, 4 * torch.finfo(dtype).eps)
+
+
+def _check_sample(model: nn.Module, cache, last: dict, groups: list[list[int]], vecs: Tensor, got: Tensor) -> None:
+    """Raise _Mismatch unless the truncated logits `got` [L, B, V] equal the hook-based path on a sample.
+
+    The sample, in one forward on the same prefix cache: the most and the least left-padded prompts,
+    at each group's first layer (it enters as inputs_embeds; every truncation depth used), its
+    second (hooked in a truncated stack) and the last layer (as the model's own last layer).
+    """
+    mask = last.get("attention_mask")
+    lengths = mask.sum(1) if mask is not None else torch.zeros(vecs.shape[0])
+    prompts = torch.tensor(sorted({int(lengths.argmin()), int(lengths.argmax())}))
+    layers = sorted({g[i] for g in groups for i in (0, 1) if i < len(g)} | {vecs.shape[1] - 1})
+    sample = _fork(cache)
+    sample.batch_select_indices(prompts.to(model.get_input_embeddings().weight.device))
+    want = _hooked_group(model, sample, _select(last, prompts), layers, vecs[prompts], "replace")
+    have = got.index_select(1, prompts.to(got.device)).index_select(0, torch.tensor(layers, device=got.device))
+    scale = want.abs().max().item()
+    tol = _tolerance(want.dtype)
+    if not torch.allclose(have, want, rtol=tol, atol=tol * scale):
+        diff = (have - want).abs().max().item()
+        raise _Mismatch(f"at layers {layers} of prompts {prompts.tolist()} it differs from the hook-based path "
+                        f"(max |logit difference| {diff:.2e}, logits up to {scale:.2e}): its forward does not "
+                        "feed inputs_embeds to the first block unchanged, depends on a block's index in the list, "
+                        "or does more than its LM head after the decoder")
+
+
+def _first_truncated(model: nn.Module, inputs: dict, vecs: Tensor, rows_per_pass: int, explicit: bool) -> Tensor:
+    """The truncated sweep of a model not checked yet, checked on a sample of its own rows.
+
+    Passes: the model is remembered as supported. Differs or raises: remembered as not, with the
+    reason, and the chunk is computed by the cached path, or for an explicit method="truncated" an
+    error. If the cached path raises too, the fault is the input's: nothing is remembered.
+    """
+    try:
+        out = _sweep_prefixed(model, inputs, vecs, "replace", rows_per_pass, truncate=True, verify=True)
+    except Exception as error:  # noqa: BLE001 - any failure of the truncated path means: use hooks
+        out = _sweep_prefixed(model, inputs, vecs, "replace", rows_per_pass, truncate=False)
+        reason = str(error) if isinstance(error, _Mismatch) else f"the check raised {type(error).__name__}: {error}"
+        _TRUNCATION_VERDICTS[model] = (False, reason)
+        if explicit:
+            raise ValueError(f"method='truncated' does not apply to {type(model).__name__}: {reason}") from error
+        return out
+    _TRUNCATION_VERDICTS[model] = (True, "")
+    return out
+
+
+def _truncation_precondition(model: nn.Module) -> str | None:
+    """Why the truncated method cannot apply to `model` without running it, or None."""
+    if not _supports_cache(model):
+        return "not a Hugging Face model with a KV cache"
+    if "inputs_embeds" not in inspect.signature(model.forward).parameters:
+        return "its forward takes no inputs_embeds"
+    layer_types = getattr(model.config, "layer_types", None)
+    if layer_types is not None and len(set(layer_types[:num_layers(model)])) > 1:
+        return f"its layers are of different types ({sorted(set(layer_types))})"
+    decoder = model.get_decoder()
+    if decoder is model or not any(module is find_blocks(model) for module in decoder.modules()):
+        return "it has no decoder submodule (get_decoder) holding its blocks"
+    if not isinstance(model.get_output_embeddings(), nn.Module):
+        return "it has no LM head module (get_output_embeddings)"
+    return None
 
 
 def supports_truncation(model: nn.Module) -> bool:
     """Whether layer_sweep's "truncated" method is exact for `model` (checked once, then remembered).
 
-    The check: a Hugging Face model with a KV cache, the same kind of layer at every index (the
-    forward may pick a mask by a block's index in the list), and on a small random left-padded
-    prompt with random vectors, the truncated path equals the hook-based path (same prompts, same
-    cache; the reference for all three checks in one forward) at the first, middle and last
-    layers, up to 1e-5 of the largest logit; this fails e.g.
-    where the forward adds position embeddings to inputs_embeds (GPT-2). An error in the check also
-    means no.
+    A Hugging Face model with a KV cache, the same kind of layer at every index (the forward may
+    pick a mask by a block's index in the list), and a truncated sweep that equals the hook-based
+    path on a sample of its rows, up to rounding (:func:`_tolerance`); this fails e.g. where the
+    forward adds position embeddings to inputs_embeds (GPT-2). An error in the check also means no.
+    A model's first truncated layer_sweep runs this check on its own prompts; called before that,
+    this function runs it on a small random left-padded probe, every layer in its own forward (so
+    every truncation depth is checked).
     """
-    return _truncation_verdict(model)[0]
-
-
-def _truncation_verdict(model: nn.Module) -> tuple[bool, str]:
-    """(ok, reason if not) for :func:`supports_truncation`, cached per model object."""
     if model not in _TRUNCATION_VERDICTS:
-        try:
-            verdict = _verify_truncation(model)
-        except Exception as error:  # noqa: BLE001 - any failure means: use the hook-based path
-            verdict = (False, f"the check raised {type(error).__name__}: {error}")
-        _TRUNCATION_VERDICTS[model] = verdict
-    return _TRUNCATION_VERDICTS[model]
+        reason = _truncation_precondition(model)
+        if reason is not None:
+            _TRUNCATION_VERDICTS[model] = (False, reason)
+        else:
+            _probe_truncation(model)
+    return _TRUNCATION_VERDICTS[model][0]
 
 
-def _verify_truncation(model: nn.Module) -> tuple[bool, str]:
-    """The check behind :func:`supports_truncation`, uncached; (ok, reason if not)."""
-    if not _supports_cache(model):
-        return False, "not a Hugging Face model with a KV cache"
-    if "inputs_embeds" not in inspect.signature(model.forward).parameters:
-        return False, "its forward takes no inputs_embeds"
-    n_layers = num_layers(model)
-    layer_types = getattr(model.config, "layer_types", None)
-    if layer_types is not None and len(set(layer_types[:n_layers])) > 1:
-        return False, f"its layers are of different types ({sorted(set(layer_types))})"
-    embedding = model.get_input_embeddings()
-    vocab, width = embedding.weight.shape
+def _probe_truncation(model: nn.Module) -> None:
+    """Run the first truncated sweep of `model` on random prompts and vectors (it records the verdict)."""
+    n_layers, embedding = num_layers(model), model.get_input_embeddings().weight
     gen = torch.Generator().manual_seed(0)
-    sequences = torch.randint(0, vocab, (2, 5), generator=gen).tolist()
+    sequences = torch.randint(0, embedding.shape[0], (2, 5), generator=gen).tolist()
     probe = pad_left([sequences[0][1:], sequences[1]], pad_id=0, position_ids=accepts_position_ids(model))
-    probe = {k: v.to(embedding.weight.device) for k, v in probe.items()}
-    vecs = torch.randn(2, n_layers, 1, width, generator=gen)
-    groups = [[0, 1] if n_layers > 1 else [0], [n_layers // 2], [n_layers - 1]]
-    flat = [layer for layers in groups for layer in layers]
-    with torch.no_grad():
-        cache, last = _prefix_and_last(model, probe)
-        # The reference for every group in one forward (its rows are independent of each other).
-        reference = _run_group(model, cache, last, flat, vecs, truncate=False)
-        for i, layers in enumerate(groups):
-            start = sum(len(g) for g in groups[:i])
-            want = reference[start:start + len(layers)]
-            got = _run_group(model, cache, last, layers, vecs, truncate=True)
-            # Same shapes and the same operations on the same values: equal up to rounding noise.
-            scale = want.abs().max().item()
-            if got.shape != want.shape or not torch.allclose(got, want, rtol=_VERIFY_TOL, atol=_VERIFY_TOL * scale):
-                diff = (got - want).abs().max().item() if got.shape == want.shape else float("nan")
-                return False, (f"at layer(s) {layers} of a random probe it differs from the hook-based path "
-                               f"(max |logit difference| {diff:.2e}, logits up to {scale:.2e}): its forward does "
-                               "not feed inputs_embeds to the first block unchanged, or depends on a block's "
-                               "index in the list")
-    return True, ""
+    probe = {k: v.to(embedding.device) for k, v in probe.items()}
+    vecs = torch.randn(n_layers, 2, embedding.shape[1], generator=gen)
+    try:
+        layer_sweep(model, probe, torch.tensor([-1, -1]), vecs, per_layer=True, rows_per_pass=2)
+    except Exception as error:  # noqa: BLE001 - the model cannot even run the hook-based path
+        _TRUNCATION_VERDICTS[model] = (False, f"the check raised {type(error).__name__}: {error}")
+
+
+def truncation_verdict(model: nn.Module) -> tuple[bool, str] | None:
+    """(ok, reason if not) of the truncation check for `model`, or None if it has not run yet."""
+    return _TRUNCATION_VERDICTS.get(model)
+
+
+def forget_truncation_check(model: nn.Module) -> None:
+    """Make the next truncated sweep of `model` check again (for benchmarks timing a first use)."""
+    _TRUNCATION_VERDICTS.pop(model, None)
 
 
 # ----------------------------------------------------------------------------- padding
