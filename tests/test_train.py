@@ -1,12 +1,11 @@
-"""Training: the TVP-loss, checkpoint/resume, the run cache, task-vector evaluation."""
+"""Training: the TVP-loss, checkpoint/resume, the run cache; a DFA run trained and evaluated end to end."""
 
 import pytest
 import torch
 
-from tvlib import engine
 from tvlib import tasks as T
-from tvlib.train import (RunConfig, icl_errors, inject_each_layer, last, make_model, make_task,
-                         model_inputs, sample_batch, step_losses, train, tv_errors)
+from tvlib.scratch_eval import icl_errors, tv_errors
+from tvlib.train import RunConfig, make_model, make_task, sample_batch, step_losses, train
 
 TINY = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
 
@@ -85,23 +84,6 @@ def test_finished_run_is_loaded_from_the_cache(tmp_path):
     assert log2 == log and not again.training
     torch.testing.assert_close(model.head.weight, again.head.weight)
     assert train(RunConfig(task="offset", steps=3, seed=1, **TINY), cache=tmp_path)[1] != log
-
-
-def test_injecting_a_prompts_own_states_changes_nothing():
-    cfg = RunConfig(task="offset", **TINY)
-    model, task = make_model(cfg).eval(), make_task(cfg)
-    _, zero = batch(cfg)
-    own = engine.extract(model, model_inputs(model, zero.inputs), last(cfg.batch_size))
-    errors = inject_each_layer(model, task, zero, own)
-    plain = T.error(task, T.answers(task, model(**zero.inputs), zero.answer_pos), zero.targets)
-    torch.testing.assert_close(errors, plain[:, 0].expand(cfg.n_layer, -1))
-
-
-def test_tv_errors_shapes_and_baselines():
-    cfg = RunConfig(task="linear", **TINY)
-    res = tv_errors(make_model(cfg).eval(), make_task(cfg), "triplet", k=4, n=16, seed=0)
-    assert res.layers.shape == res.layers_avg.shape == (cfg.n_layer,)
-    assert res.zero_shot > 0 and res.icl > 0 and 0 <= res.best_layer < cfg.n_layer
 
 
 @pytest.mark.parametrize("kw, match", [
