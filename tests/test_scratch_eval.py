@@ -2,12 +2,12 @@
 
 import torch
 
+from conftest import TINY_RUN as TINY
+
 from tvlib import engine
 from tvlib import tasks as T
 from tvlib.scratch_eval import inject_each_layer, tv_errors
 from tvlib.train import RunConfig, last, make_model, make_task, model_inputs, sample_batch
-
-TINY = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
 
 
 def test_injecting_a_prompts_own_states_changes_nothing():

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from conftest import TINY_RUN as TINY
+
 from tvlib import tasks as T
 from tvlib.scratch_eval import icl_errors, tv_errors
 from tvlib.train import RunConfig, make_model, make_task, sample_batch, step_losses, train
-
-TINY = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
 
 
 def batch(cfg: RunConfig, seed: int = 0):
