@@ -3,7 +3,7 @@
 Measures, side by side in one run:
 
 1. Model load time: the first load (GGUF file dequantized, converted and cached by
-   ``tvlib.llm.load_llm`` into a fresh temporary cache) versus a second, cached load; and the ratio.
+   ``tvlib.llm.load.load_llm`` into a fresh temporary cache) versus a second, cached load; and the ratio.
 2. The layer sweep of Hendel et al. (2023) for one word task (``lower_upper``): for each of
    N >= 50 prompts, the task vector of every layer l (residual stream at the last ``->`` of a
    5-shot prompt with another query) replaces the state at the ``->`` of the zero-shot query
@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tvlib import engine, llm, wordtasks
+from tvlib import engine
+from tvlib.llm import load, wordtasks
 
 
 @dataclass
@@ -108,17 +109,17 @@ def block_equivalents(model) -> float:
 def load_times() -> tuple[float, float]:
     """Seconds for a first (GGUF -> converted cache) and a second (cached) load_llm."""
     cache = tempfile.mkdtemp(prefix="tvlib-bench-cache-")
-    old = os.environ.get(llm.CACHE_ENV)
-    os.environ[llm.CACHE_ENV] = cache
+    old = os.environ.get(load.CACHE_ENV)
+    os.environ[load.CACHE_ENV] = cache
     try:
-        _, first = timed(llm.load_llm)
-        _, cached = timed(llm.load_llm)
+        _, first = timed(load.load_llm)
+        _, cached = timed(load.load_llm)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if old is None:
-            os.environ.pop(llm.CACHE_ENV)
+            os.environ.pop(load.CACHE_ENV)
         else:
-            os.environ[llm.CACHE_ENV] = old
+            os.environ[load.CACHE_ENV] = old
     return first, cached
 
 
@@ -153,7 +154,7 @@ def main() -> None:
         first, cached = load_times()
         print(f"model load: first (GGUF, converted and cached) {first:.1f} s, cached {cached:.1f} s, "
               f"ratio {first / cached:.1f}x")
-    model, tokenizer = llm.load_llm()
+    model, tokenizer = load.load_llm()
     zero, vectors, answers = sweep_inputs(model, tokenizer, cfg)
     last = torch.full((cfg.n_prompts,), -1)
     n_layers, head = engine.num_layers(model), block_equivalents(model)

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import torch
 
-from tvlib.train import OFFSET_RUN, make_model, make_task, sample_batch, step_losses
+from tvlib.scratch.train import OFFSET_RUN, make_model, sample_batch, step_losses
 
 CPU_MODEL = replace(OFFSET_RUN, tvp_lambda=1.0, tvp_layer=2)  # the chapters' token-offset model
 
@@ -38,7 +38,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def train_flops(cfg: RunConfig, n_params: int, seq_len: int, tvp: bool) -> float:
+def train_flops(cfg: TrainConfig, n_params: int, seq_len: int, tvp: bool) -> float:
     """Forward + backward FLOPs of one step: 6 N per token plus attention, for each pass."""
     def one_pass(batch: int, t: int) -> float:
         attention = 2 * 2 * cfg.n_layer * t * t * cfg.n_embd  # QK^T and AV, full square
@@ -48,9 +48,9 @@ def train_flops(cfg: RunConfig, n_params: int, seq_len: int, tvp: bool) -> float
     return one_pass(cfg.batch_size, seq_len) + zero_shot
 
 
-def train_rate(cfg: RunConfig, tvp: bool, steps: int) -> tuple[float, float, float]:
+def train_rate(cfg: TrainConfig, tvp: bool, steps: int) -> tuple[float, float, float]:
     """(steps/s, tokens/s, FLOP/s) of training steps (after two warm-up steps)."""
-    model, task = make_model(cfg), make_task(cfg)
+    model, task = make_model(cfg), cfg.make_task()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(0)
     lam = cfg.tvp_lambda if tvp else 0.0

@@ -18,7 +18,7 @@ HF_ARCHS = ("llama", "gpt2", "gpt_neox", "qwen2")
 # (a 3-layer forward took ~0.7 s with the default thread count under load, ~0.01 s with one).
 torch.set_num_threads(1)
 ARCHS = (*HF_ARCHS, "tvlib_gpt")
-# A tiny from-scratch run (tvlib.train.RunConfig fields) for the training and evaluation tests.
+# A tiny from-scratch run (tvlib.scratch.train.TrainConfig fields) for the training and evaluation tests.
 TINY_RUN = dict(n_layer=3, n_embd=16, n_head=2, block_size=32, n_examples=4, batch_size=8, warmup=2)
 
 
@@ -44,7 +44,7 @@ def build_tiny(arch: str, seed: int = 0) -> nn.Module:
 
 
 def _tvlib_gpt() -> nn.Module:
-    from tvlib.models.gpt import GPT, GPTConfig
+    from tvlib.scratch.gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(vocab_size=VOCAB, n_layer=3, n_embd=WIDTH, n_head=2, block_size=64))
 

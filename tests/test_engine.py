@@ -8,6 +8,7 @@ from conftest import ARCHS, HF_ARCHS, VOCAB, WIDTH
 from torch import Tensor, nn
 
 from tvlib import engine
+from tvlib.engine import sweep as sweep_module
 
 
 def ids(batch: int, length: int, seed: int = 0) -> Tensor:
@@ -343,7 +344,7 @@ def test_truncated_sweep_equals_the_loop(tiny_models, arch, per_layer, monkeypat
 
 def record_groups(monkeypatch) -> list[tuple[str, int, list[int]]]:
     """Record ("truncated" or "hooked", prompts, layers) of every group forward the sweep runs."""
-    calls, truncated, hooked = [], engine._truncated_group, engine._hooked_group
+    calls, truncated, hooked = [], sweep_module._truncated_group, sweep_module._hooked_group
 
     def recording_truncated(model, cache, last, layers, vecs):
         calls.append(("truncated", vecs.shape[0], list(layers)))
@@ -353,8 +354,8 @@ def record_groups(monkeypatch) -> list[tuple[str, int, list[int]]]:
         calls.append(("hooked", vecs.shape[0], list(layers)))
         return hooked(model, cache, last, layers, vecs, mode)
 
-    monkeypatch.setattr(engine, "_truncated_group", recording_truncated)
-    monkeypatch.setattr(engine, "_hooked_group", recording_hooked)
+    monkeypatch.setattr(sweep_module, "_truncated_group", recording_truncated)
+    monkeypatch.setattr(sweep_module, "_hooked_group", recording_hooked)
     return calls
 
 
@@ -424,7 +425,7 @@ def test_truncation_check_that_raises_means_no(monkeypatch):
     from conftest import build_tiny
 
     model = build_tiny("llama")  # a fresh model: verdicts are remembered per model object
-    monkeypatch.setattr(engine, "_hooked_group", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(sweep_module, "_hooked_group", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     assert not engine.supports_truncation(model)
     assert "raised RuntimeError: boom" in engine.truncation_verdict(model)[1]
     monkeypatch.undo()

@@ -42,7 +42,7 @@ def test_layouts_place_tokens_as_in_eqs_3_7_9():
     assert single.Z.shape == (1, 3, 6)
     assert torch.equal(single.Z[0, 1], torch.cat([x[0, 1], y[0, 1]]))
     assert torch.equal(single.Z[0, 2], torch.cat([x[0, 2], torch.zeros(3)]))
-    pair = build_prompts(x, y, "pair", None)
+    pair = build_prompts(x, y, "pairwise", None)
     assert pair.Z.shape == (1, 6, 6)
     assert torch.equal(pair.Z[0, 2, :3], x[0, 1]) and torch.equal(pair.Z[0, 3, 3:], y[0, 1])
     assert not pair.Z[0, 5].any() and not pair.Z[0, 2, 3:].any()
@@ -60,17 +60,17 @@ def test_signs_flip_per_demonstration_and_spare_arrows_and_query():
     assert torch.equal(s[:, 0::3], s[:, 2::3])
     assert (s[:, 1::3] == 1).all() and (s[:, -3:] == 1).all()
     assert (s[:, :9:3] == -1).any() and (s[:, :9:3] == 1).any()
-    pair = build_prompts(x, y, "pair", gen(2))
+    pair = build_prompts(x, y, "pairwise", gen(2))
     assert torch.equal(pair.signs[:, 0::2], pair.signs[:, 1::2])
 
 
 def test_bad_inputs_name_the_valid_values():
-    with pytest.raises(ValueError, match="'quad'.*single, pair, triplet"):
+    with pytest.raises(ValueError, match="'quad'.*single, pairwise, triplet"):
         n_tokens("quad", 3)
     with pytest.raises(ValueError, match="'sparse'.*gaussian, rank_one, bijection"):
         sample_tasks((1,), 2, 2, gen(), family="sparse")
     with pytest.raises(ValueError, match="n=0"):
-        n_tokens("pair", 0)
+        n_tokens("pairwise", 0)
     with pytest.raises(ValueError, match=r"\(9, 8\)"):
         model_for("triplet", 2, 1)(torch.zeros(2, 1, 6, 8), torch.ones(2, 1, 6))
     with pytest.raises(ValueError, match="dropout=1.5"):
@@ -103,7 +103,7 @@ def test_hand_computed_forward_pass():
     assert m.predict(Z, signs)[0, 0, 0].item() == pytest.approx(-out[1, 1].item())
 
 
-@pytest.mark.parametrize("layout", ["single", "pair", "triplet"])
+@pytest.mark.parametrize("layout", ["single", "pairwise", "triplet"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_fast_forward_matches_explicit_scores(layout, causal):
     m = model_for(layout, 3, 3, S=3, causal=causal)
@@ -128,8 +128,8 @@ def test_last_token_is_never_a_source_and_causal_blocks_the_future():
 
 
 def test_seeds_are_independent_and_select_matches():
-    m = model_for("pair", 3, 2, S=3)
-    p = sample_prompts((3, 8), 3, 4, "pair", gen())
+    m = model_for("pairwise", 3, 2, S=3)
+    p = sample_prompts((3, 8), 3, 4, "pairwise", gen())
     risk(m, p).sum().backward()
     one = m.select(1)
     risk(one, Prompts(p.Z[1:2], p.signs[1:2], p.y_test[1:2])).sum().backward()
@@ -182,7 +182,7 @@ def test_pattern_masks_and_share():
     masks = la.pattern_masks("triplet", 2)
     assert masks["concat"].sum().item() == 3 * 4 and masks["self"].sum().item() == 3
     assert masks["tv"].sum().item() == 6 * 3
-    assert la.pattern_masks("pair", 3)["concat"].sum().item() == 4 * 4
+    assert la.pattern_masks("pairwise", 3)["concat"].sum().item() == 4 * 4
     D = torch.randn(9, 9) * masks["tv"]
     assert la.pattern_share(D, masks["tv"]).item() == pytest.approx(1.0)
     assert torch.equal(la.lambda4(D), D[0::3, 1::3])
@@ -207,8 +207,8 @@ def test_task_vector_injection():
     x_test = p.Z[..., -3, :4]
     assert not la.inject_task_vector(m, torch.zeros_like(tv), x_test).any()
     assert la.inject_task_vector(m, tv, x_test).shape == (2, 6, 4)
-    with pytest.raises(ValueError, match="'pair' has none"):
-        la.extract_task_vector(model_for("pair", 3, 2), torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8))
+    with pytest.raises(ValueError, match="'pairwise' has none"):
+        la.extract_task_vector(model_for("pairwise", 3, 2), torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8))
 
 
 def test_normalised_risk_range():

@@ -27,19 +27,19 @@ def single_layer_optimum(n: int, d: int) -> tuple[float, float]:
 
 
 def pattern_masks(layout: str, n: int) -> dict[str, Tensor]:
-    """Entries of D[source, target] that the sets S_P of Theorem 1 (pair) and 2 (triplet) allow.
+    """Entries of D[source, target] that the sets S_P of Theorem 1 (pairwise) and 2 (triplet) allow.
 
-    pair: 'concat' = the 2x2 diagonal blocks diag(I_n kron Lambda_1, Lambda_2).  triplet: 'concat' =
+    pairwise: 'concat' = the 2x2 diagonal blocks diag(I_n kron Lambda_1, Lambda_2).  triplet: 'concat' =
     x/y entries of the 3x3 diagonal blocks, 'self' = each arrow to itself (Lambda_3), 'tv' = every
     x or y token to every arrow (Lambda_4 kron Lambda_5).
     """
     k = check_layout(layout)
     if layout == "single":
-        raise ValueError("layout 'single' has no structured position set; use 'pair' or 'triplet'")
+        raise ValueError("layout 'single' has no structured position set; use 'pairwise' or 'triplet'")
     T = k * (n + 1)
     block = torch.arange(T) // k
     same = block[:, None] == block[None, :]
-    if layout == "pair":
+    if layout == "pairwise":
         return {"concat": same}
     role = torch.arange(T) % k
     xy = role != 1

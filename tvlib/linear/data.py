@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-LAYOUTS = ("single", "pair", "triplet")
+LAYOUTS = ("single", "pairwise", "triplet")
 FAMILIES = ("gaussian", "rank_one", "bijection")
-TOKENS_PER_DEMO = {"single": 1, "pair": 2, "triplet": 3}
+TOKENS_PER_DEMO = {"single": 1, "pairwise": 2, "triplet": 3}
 
 
 def check_layout(layout: str) -> int:
@@ -25,7 +25,7 @@ def check_layout(layout: str) -> int:
 
 
 def n_tokens(layout: str, n: int) -> int:
-    """Prompt length d_p: n+1 (single), 2n+2 (pair), 3n+3 (triplet)."""
+    """Prompt length d_p: n+1 (single), 2n+2 (pairwise), 3n+3 (triplet)."""
     if n < 1:
         raise ValueError(f"number of demonstrations n={n} must be at least 1")
     return check_layout(layout) * (n + 1)
@@ -72,7 +72,7 @@ def sample_tasks(shape: tuple[int, ...], n: int, d: int, gen: torch.Generator, f
 def build_prompts(x: Tensor, y: Tensor, layout: str, gen: torch.Generator | None) -> Prompts:
     """Lay out n demonstrations and the query (the last pair) as in eqs. 3, 7 and 9.
 
-    single: [x_i; y_i] per demo, query [x_test; 0].  pair: [x_i; 0], [0; y_i], query ends in an
+    single: [x_i; y_i] per demo, query [x_test; 0].  pairwise: [x_i; 0], [0; y_i], query ends in an
     empty answer slot.  triplet: [x_i; 0], arrow [0; 0], [0; y_i], query (x_test, arrow, slot).
     Following the authors' code, each demonstration's position terms get a random sign u_i = +-1
     (arrow tokens and the query keep +1); ``gen=None`` keeps every sign +1.

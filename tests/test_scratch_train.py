@@ -5,21 +5,21 @@ import torch
 
 from conftest import TINY_RUN as TINY
 
-from tvlib import tasks as T
-from tvlib.scratch_eval import icl_errors, tv_errors
-from tvlib.train import RunConfig, make_model, make_task, sample_batch, step_losses, train
+from tvlib.scratch import tasks
+from tvlib.scratch.evaluate import icl_errors, tv_errors
+from tvlib.scratch.train import TrainConfig, make_model, sample_batch, step_losses, train
 
 
-def batch(cfg: RunConfig, seed: int = 0):
-    return sample_batch(make_task(cfg), cfg, torch.Generator().manual_seed(seed))
+def batch(cfg: TrainConfig, seed: int = 0):
+    return sample_batch(cfg.make_task(), cfg, torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("task", ["linear", "offset"])
 def test_tvp_loss_is_zero_without_lambda_and_positive_with(task):
-    cfg = RunConfig(task=task, **TINY)
+    cfg = TrainConfig(task=task, **TINY)
     model, (icl, zero) = make_model(cfg), batch(cfg)
-    icl0, tvp0 = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=0.0)
-    icl1, tvp1 = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=1.0)
+    icl0, tvp0 = step_losses(model, cfg.make_task(), icl, zero, tvp_layer=1, tvp_lambda=0.0)
+    icl1, tvp1 = step_losses(model, cfg.make_task(), icl, zero, tvp_layer=1, tvp_lambda=1.0)
     assert tvp0.item() == 0.0 and tvp1.item() > 0.0
     torch.testing.assert_close(icl0, icl1)
 
@@ -39,23 +39,23 @@ def manual_tvp_loss(model, task, icl, zero, layer):
 
     states, _ = hidden(icl.inputs)
     _, out = hidden(zero.inputs, replace=states[layer][:, -1])
-    return T.loss(task, T.answers(task, out, zero.answer_pos[-1:]), zero.targets[:, -1:])
+    return tasks.loss(task, tasks.answers(task, out, zero.answer_pos[-1:]), zero.targets[:, -1:])
 
 
-@pytest.mark.parametrize("task, fmt", [("linear", "triplet"), ("offset", "triplet"), ("offset", "pairwise"),
+@pytest.mark.parametrize("task, layout", [("linear", "triplet"), ("offset", "triplet"), ("offset", "pairwise"),
                                        ("dfa", "triplet"), ("dfa", "pairwise")])
-def test_tvp_loss_injects_at_the_intended_layer_and_position(task, fmt):
-    cfg = RunConfig(task=task, fmt=fmt, **TINY)
+def test_tvp_loss_injects_at_the_intended_layer_and_position(task, layout):
+    cfg = TrainConfig(task=task, layout=layout, **TINY)
     model, (icl, zero) = make_model(cfg), batch(cfg)
     for layer in range(cfg.n_layer):
-        _, tvp = step_losses(model, make_task(cfg), icl, zero, tvp_layer=layer, tvp_lambda=1.0)
-        torch.testing.assert_close(tvp, manual_tvp_loss(model, make_task(cfg), icl, zero, layer))
+        _, tvp = step_losses(model, cfg.make_task(), icl, zero, tvp_layer=layer, tvp_lambda=1.0)
+        torch.testing.assert_close(tvp, manual_tvp_loss(model, cfg.make_task(), icl, zero, layer))
 
 
 def test_tvp_loss_gradient_flows_through_the_task_vector():
-    cfg = RunConfig(task="offset", **TINY)
+    cfg = TrainConfig(task="offset", **TINY)
     model, (icl, zero) = make_model(cfg), batch(cfg)
-    _, tvp = step_losses(model, make_task(cfg), icl, zero, tvp_layer=1, tvp_lambda=1.0)
+    _, tvp = step_losses(model, cfg.make_task(), icl, zero, tvp_layer=1, tvp_lambda=1.0)
     tvp.backward()
     # Positions >= 2 exist only in the ICL prompt: their gradient can only come through v.
     assert model.wpe.weight.grad[2:icl.inputs["input_ids"].shape[1]].abs().sum() > 0
@@ -64,7 +64,7 @@ def test_tvp_loss_gradient_flows_through_the_task_vector():
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-    cfg = RunConfig(task="linear", steps=12, tvp_lambda=0.5, tvp_layer=1, **TINY)
+    cfg = TrainConfig(task="linear", steps=12, tvp_lambda=0.5, tvp_layer=1, **TINY)
     full, full_log = train(cfg, cache=tmp_path / "a", ckpt_every=4)
     _, part_log = train(cfg, cache=tmp_path / "b", ckpt_every=4, stop_after=6)  # "killed" at step 6
     assert len(part_log) == 6 and list((tmp_path / "b").glob("*.ckpt"))
@@ -77,17 +77,17 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_finished_run_is_loaded_from_the_cache(tmp_path):
-    cfg = RunConfig(task="offset", steps=3, **TINY)
+    cfg = TrainConfig(task="offset", steps=3, **TINY)
     model, log = train(cfg, cache=tmp_path)
     (cached_file,) = tmp_path.glob("*.pt")
     again, log2 = train(cfg, cache=tmp_path)
     assert log2 == log and not again.training
     torch.testing.assert_close(model.head.weight, again.head.weight)
-    assert train(RunConfig(task="offset", steps=3, seed=1, **TINY), cache=tmp_path)[1] != log
+    assert train(TrainConfig(task="offset", steps=3, seed=1, **TINY), cache=tmp_path)[1] != log
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"fmt": "single"}, "valid formats"),
+    ({"layout": "single"}, "valid layouts"),
     ({"task": "gsm8k"}, "valid tasks"),
     ({"tvp_lambda": 1.0, "tvp_layer": 3}, "tvp_layer 3"),
     ({"tvp_lambda": -1.0}, "tvp_lambda"),
@@ -98,15 +98,15 @@ def test_finished_run_is_loaded_from_the_cache(tmp_path):
 ])
 def test_bad_run_config_is_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
-        RunConfig(**TINY | kw)
+        TrainConfig(**TINY | kw)
 
 
-@pytest.mark.parametrize("fmt", ["triplet", "pairwise"])
-def test_dfa_trains_with_the_tvp_loss_and_evaluates(tmp_path, fmt):
-    cfg = RunConfig(task="dfa", fmt=fmt, steps=3, tvp_lambda=0.5, tvp_layer=1, **TINY)
+@pytest.mark.parametrize("layout", ["triplet", "pairwise"])
+def test_dfa_trains_with_the_tvp_loss_and_evaluates(tmp_path, layout):
+    cfg = TrainConfig(task="dfa", layout=layout, steps=3, tvp_lambda=0.5, tvp_layer=1, **TINY)
     model, log = train(cfg, cache=tmp_path)
     assert len(log) == 3 and all(r["icl"] > 0 and r["tvp"] > 0 for r in log)
-    task = make_task(cfg)
-    assert icl_errors(model, task, fmt, k=4, n=16, seed=0).shape == (4,)
-    res = tv_errors(model, task, fmt, k=4, n=16, seed=0)
+    task = cfg.make_task()
+    assert icl_errors(model, task, layout, k=4, n=16, seed=0).shape == (4,)
+    res = tv_errors(model, task, layout, k=4, n=16, seed=0)
     assert res.layers.shape == (cfg.n_layer,) and 0 <= res.zero_shot <= 1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tvlib import engine, evaluate, wordtasks
+from tvlib import engine
+from tvlib.llm import evaluate, wordtasks
 
 ARROW = 200
 

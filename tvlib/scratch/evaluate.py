@@ -6,7 +6,7 @@
   these tasks), against its zero-shot and ICL baselines; extraction and injection go through
   ``tvlib.engine`` (:func:`inject_each_layer` is its batched layer sweep).
 
-Kept apart from :mod:`tvlib.train`, whose source is part of the run cache's key.
+Kept apart from :mod:`tvlib.scratch.train`, whose source is part of the run cache's key.
 """
 
 from __future__ import annotations
@@ -16,32 +16,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tvlib import engine, tasks as T
-from tvlib.models.gpt import GPT
-from tvlib.train import last, model_inputs
+from tvlib import engine
+from tvlib.scratch import tasks
+from tvlib.scratch.gpt import GPT
+from tvlib.scratch.gpt import model_inputs, query_positions
 
 
 @torch.no_grad()
-def icl_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) -> Tensor:
+def icl_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> Tensor:
     """Mean error at each answer position of ``n`` fresh k-example prompts: ``[k]``.
 
     Entry i is the error with i demonstrations in context (entry 0 is zero-shot).
     """
-    prompts = T.sample_prompts(task, fmt, n, k, torch.Generator().manual_seed(seed))
+    prompts = tasks.sample_prompts(task, layout, n, k, torch.Generator().manual_seed(seed))
     out = model(**model_inputs(model, prompts.inputs))
-    return T.error(task, T.answers(task, out, prompts.answer_pos), prompts.targets).mean(0)
+    return tasks.error(task, tasks.answers(task, out, prompts.answer_pos), prompts.targets).mean(0)
 
 
 @torch.no_grad()
-def inject_each_layer(model: GPT, task: T.Task, zero: T.Prompts, vectors: Tensor) -> Tensor:
+def inject_each_layer(model: GPT, task: tasks.Task, zero: tasks.Prompts, vectors: Tensor) -> Tensor:
     """Errors ``[L, B]`` of zero-shot prompts with ``vectors[l]`` ([L, B, D]) replacing layer l.
 
     The engine's batched layer sweep: the zero-shot prompts end at their answer position.
     """
     B = vectors.shape[1]
-    out = engine.layer_sweep(model, model_inputs(model, zero.inputs), last(B), vectors, per_layer=True)
-    pred = T.answers(task, out.movedim(0, 1), slice(None))  # [B, L(, V)]: the layer axis as positions
-    return T.error(task, pred, zero.targets[:, -1:]).T
+    out = engine.layer_sweep(model, model_inputs(model, zero.inputs), query_positions(B), vectors, per_layer=True)
+    pred = tasks.answers(task, out.movedim(0, 1), slice(None))  # [B, L(, V)]: the layer axis as positions
+    return tasks.error(task, pred, zero.targets[:, -1:]).T
 
 
 @dataclass
@@ -67,7 +68,7 @@ class TVResult:
 
 
 @torch.no_grad()
-def tv_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) -> TVResult:
+def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> TVResult:
     """Task-vector prompting by layer (the protocol of Hendel et al., our adaptation).
 
     The task vector at layer l is the residual stream after block l at the last position of a
@@ -77,15 +78,15 @@ def tv_errors(model: GPT, task: T.Task, fmt: str, k: int, n: int, seed: int) -> 
     """
     gen = torch.Generator().manual_seed(seed)
     params = task.sample_tasks(n, gen)
-    icl = T.sample_prompts(task, fmt, n, k, gen, tasks=params)
-    zero = T.sample_prompts(task, fmt, n, 1, gen, tasks=params)
+    icl = tasks.sample_prompts(task, layout, n, k, gen, tasks=params)
+    zero = tasks.sample_prompts(task, layout, n, 1, gen, tasks=params)
     positions = icl.answer_pos.expand(n, -1)
     with engine.capture(model, positions) as cap:
         out = model(**model_inputs(model, icl.inputs))
     states = cap.states  # [L, n, k, D]
-    icl_err = T.error(task, T.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
+    icl_err = tasks.error(task, tasks.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
     zero_out = model(**model_inputs(model, zero.inputs))
-    zero_err = T.error(task, T.answers(task, zero_out, zero.answer_pos), zero.targets).mean()
+    zero_err = tasks.error(task, tasks.answers(task, zero_out, zero.answer_pos), zero.targets).mean()
     return TVResult(zero_shot=float(zero_err), icl=float(icl_err),
                     layers=inject_each_layer(model, task, zero, states[:, :, -1]).mean(1),
                     layers_avg=inject_each_layer(model, task, zero, states.mean(2)).mean(1))

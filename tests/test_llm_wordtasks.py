@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tvlib import wordtasks as wt
+from tvlib.llm import wordtasks as wt
 
 
 class CharTokenizer:

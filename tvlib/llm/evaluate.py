@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tvlib import engine
-from tvlib.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
+from tvlib.llm.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,21 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.head(self.ln_f(x))
+
+
+# ----------------------------------------------------------------------------- inputs for the engine
+
+
+def model_inputs(model: GPT, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Prompt inputs as engine-friendly model kwargs: continuous prompts become inputs_embeds.
+
+    The embedding is computed in the autograd graph, so the read-in and the arrow still train.
+    """
+    if "values" in inputs:
+        return {"inputs_embeds": model.embed(values=inputs["values"], is_arrow=inputs["is_arrow"])}
+    return inputs
+
+
+def query_positions(n: int) -> Tensor:
+    """Position -1 (the query's answer position) for ``n`` rows."""
+    return torch.full((n,), -1, dtype=torch.long)

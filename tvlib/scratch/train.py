@@ -1,10 +1,10 @@
 """Training transformers from scratch on in-context tasks, with the TVP-loss.
 
 * :func:`train` runs (or resumes, or loads from the run cache) one training run of a
-  :class:`RunConfig`. The loss is the ICL loss on every answer position plus, if
+  :class:`TrainConfig`. The loss is the ICL loss on every answer position plus, if
   ``tvp_lambda > 0``, the task-vector-prompting loss (TVP-loss) of Yang et al. (2025) at layer
   ``tvp_layer`` -- see :func:`step_losses` for its exact definition (our reconstruction).
-* Evaluation lives in :mod:`tvlib.scratch_eval`, outside the run cache's key: changing how a
+* Evaluation lives in :mod:`tvlib.scratch.evaluate`, outside the run cache's key: changing how a
   model is evaluated does not retrain it.
 
 Checkpoints and cached models are written atomically (temp file + ``os.replace``); the run
@@ -25,27 +25,28 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvlib import engine, tasks as T
-from tvlib.models import gpt
-from tvlib.models.gpt import GPT, GPTConfig
+from tvlib import engine
+from tvlib.scratch import tasks
+from tvlib.scratch import gpt
+from tvlib.scratch.gpt import GPT, GPTConfig, model_inputs, query_positions
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class TrainConfig:
     """Everything that determines a training run (and hence its cache key)."""
 
-    task: str = "linear"  # a key of tvlib.tasks.TASKS
+    task: str = "linear"  # a key of tvlib.scratch.tasks.TASKS
     n_dims: int = 4  # linear regression only
     vocab: int = 16  # token offset only
     n_states: int = 3  # dfa only: states of each prompt's automaton
     n_symbols: int = 2  # dfa only: alphabet size
     length: int = 4  # dfa only: symbols per input string
-    fmt: str = "triplet"  # "pairwise" or "triplet"
+    layout: str = "triplet"  # "pairwise" or "triplet"
     n_layer: int = 4
     n_embd: int = 64
     n_head: int = 4
     block_size: int = 64
-    init: str = "gpt2"  # weight initialisation: "gpt2" or "torch" (tvlib.models.gpt)
+    init: str = "gpt2"  # weight initialisation: "gpt2" or "torch" (tvlib.scratch.gpt.gpt)
     n_examples: int = 10  # examples per training prompt
     steps: int = 1000
     batch_size: int = 64
@@ -56,9 +57,9 @@ class RunConfig:
     tvp_layer: int = -1  # prescribed layer l* of the TVP-loss (-1 = none)
 
     def __post_init__(self) -> None:
-        T.check_format(self.fmt)
-        if self.task not in T.TASKS:
-            raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(T.TASKS)}")
+        tasks.check_layout(self.layout)
+        if self.task not in tasks.TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(tasks.TASKS)}")
         if self.tvp_lambda < 0:
             raise ValueError(f"tvp_lambda must be >= 0, got {self.tvp_lambda}")
         if self.tvp_lambda > 0 and not 0 <= self.tvp_layer < self.n_layer:
@@ -66,11 +67,17 @@ class RunConfig:
                              f"must be in 0..{self.n_layer - 1}")
         if self.init not in gpt.INITS:
             raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(gpt.INITS)}")
-        make_task(self)  # a clear error for bad task sizes
-        positions = T.prompt_length(self.fmt, self.n_examples, self.x_tokens)
+        self.make_task()  # a clear error for bad task sizes
+        positions = tasks.prompt_length(self.layout, self.n_examples, self.x_tokens)
         if positions > self.block_size:
-            raise ValueError(f"{self.n_examples} {self.fmt} examples of {self.x_tokens}-token inputs "
+            raise ValueError(f"{self.n_examples} {self.layout} examples of {self.x_tokens}-token inputs "
                              f"need {positions} positions > block_size {self.block_size}")
+
+    def make_task(self, **overrides) -> tasks.Task:
+        """The run's task family; ``overrides`` (e.g. ``x_scale=2``) build a shifted variant."""
+        size = {"linear": {"n_dims": self.n_dims}, "offset": {"vocab": self.vocab},
+                "dfa": {"n_states": self.n_states, "n_symbols": self.n_symbols, "length": self.length}}
+        return tasks.make_task(self.task, **size.get(self.task, {}) | overrides)
 
     @property
     def x_tokens(self) -> int:
@@ -78,50 +85,28 @@ class RunConfig:
         return self.length if self.task == "dfa" else 1
 
 
-def make_task(cfg: RunConfig, **overrides) -> T.Task:
-    """The run's task family; ``overrides`` (e.g. ``x_scale=2``) build a shifted variant."""
-    size = {"linear": {"n_dims": cfg.n_dims}, "offset": {"vocab": cfg.vocab},
-            "dfa": {"n_states": cfg.n_states, "n_symbols": cfg.n_symbols, "length": cfg.length}}
-    return T.make_task(cfg.task, **size.get(cfg.task, {}) | overrides)
-
-
 # The chapters' shared run settings (our reconstruction, sized for a 2-core CPU). Chapters set
 # steps and seed with dataclasses.replace, so chapters that train the same model share its cache
 # entry. Regression uses PyTorch's initialisation: with GPT-2's, width-32 regression models stay
 # for thousands of steps on the plateau where they predict 0 (book/emergence_scratch.md).
-OFFSET_RUN = RunConfig(task="offset", vocab=6, n_embd=32, n_head=2, batch_size=32, n_examples=8, lr=3e-3,
+OFFSET_RUN = TrainConfig(task="offset", vocab=6, n_embd=32, n_head=2, batch_size=32, n_examples=8, lr=3e-3,
                        warmup=100)
-REGRESSION_RUN = RunConfig(task="linear", n_dims=2, n_embd=32, n_head=2, batch_size=128, n_examples=6,
+REGRESSION_RUN = TrainConfig(task="linear", n_dims=2, n_embd=32, n_head=2, batch_size=128, n_examples=6,
                            lr=3e-3, warmup=100, init="torch")
 
 
-def make_model(cfg: RunConfig) -> GPT:
+def make_model(cfg: TrainConfig) -> GPT:
     """A freshly initialised model, seeded by ``cfg.seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return GPT(GPTConfig(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
-                             block_size=cfg.block_size, init=cfg.init, **make_task(cfg).model_kwargs()))
-
-
-def model_inputs(model: GPT, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Prompt inputs as engine-friendly model kwargs: continuous prompts become inputs_embeds.
-
-    The embedding is computed in the autograd graph, so the read-in and the arrow still train.
-    """
-    if "values" in inputs:
-        return {"inputs_embeds": model.embed(values=inputs["values"], is_arrow=inputs["is_arrow"])}
-    return inputs
-
-
-def last(n: int) -> Tensor:
-    """Position -1 (the query's answer position) for ``n`` rows."""
-    return torch.full((n,), -1, dtype=torch.long)
+                             block_size=cfg.block_size, init=cfg.init, **cfg.make_task().model_kwargs()))
 
 
 # ----------------------------------------------------------------------------- losses
 
 
-def step_losses(model: GPT, task: T.Task, icl: T.Prompts, zero: T.Prompts,
+def step_losses(model: GPT, task: tasks.Task, icl: tasks.Prompts, zero: tasks.Prompts,
                 tvp_layer: int, tvp_lambda: float) -> tuple[Tensor, Tensor]:
     """The ICL loss and the TVP-loss of one batch (the TVP-loss is 0 and not computed if λ = 0).
 
@@ -133,26 +118,26 @@ def step_losses(model: GPT, task: T.Task, icl: T.Prompts, zero: T.Prompts,
     pass as well as through the zero-shot pass.
     """
     B = icl.targets.shape[0]
-    with engine.capture(model, last(B)) as cap:
+    with engine.capture(model, query_positions(B)) as cap:
         out = model(**model_inputs(model, icl.inputs))
-    icl_loss = T.loss(task, T.answers(task, out, icl.answer_pos), icl.targets)
+    icl_loss = tasks.loss(task, tasks.answers(task, out, icl.answer_pos), icl.targets)
     if tvp_lambda == 0:
         return icl_loss, torch.zeros(())
     v = cap.states[tvp_layer]
-    with engine.inject(model, tvp_layer, last(B), v):
+    with engine.inject(model, tvp_layer, query_positions(B), v):
         out0 = model(**model_inputs(model, zero.inputs))
-    return icl_loss, T.loss(task, T.answers(task, out0, zero.answer_pos[-1:]), zero.targets[:, -1:])
+    return icl_loss, tasks.loss(task, tasks.answers(task, out0, zero.answer_pos[-1:]), zero.targets[:, -1:])
 
 
-def sample_batch(task: T.Task, cfg: RunConfig, gen: torch.Generator) -> tuple[T.Prompts, T.Prompts]:
+def sample_batch(task: tasks.Task, cfg: TrainConfig, gen: torch.Generator) -> tuple[tasks.Prompts, tasks.Prompts]:
     """ICL prompts of ``cfg.n_examples`` examples and zero-shot prompts of the same tasks."""
     params = task.sample_tasks(cfg.batch_size, gen)
-    icl = T.sample_prompts(task, cfg.fmt, cfg.batch_size, cfg.n_examples, gen, tasks=params)
-    zero = T.sample_prompts(task, cfg.fmt, cfg.batch_size, 1, gen, tasks=params)
+    icl = tasks.sample_prompts(task, cfg.layout, cfg.batch_size, cfg.n_examples, gen, tasks=params)
+    zero = tasks.sample_prompts(task, cfg.layout, cfg.batch_size, 1, gen, tasks=params)
     return icl, zero
 
 
-def lr_at(cfg: RunConfig, step: int) -> float:
+def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 10 % of the peak learning rate."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -168,10 +153,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TVLIB_CACHE", Path.home() / ".cache" / "tvlib"))
 
 
-def run_key(cfg: RunConfig) -> str:
+def run_key(cfg: TrainConfig) -> str:
     """Content address of a run: the config and the source of the code that trains it."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for module in (gpt, T):
+    for module in (gpt, tasks):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -185,7 +170,7 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: RunConfig, cache: Path | None = None, ckpt_every: int = 200,
+def train(cfg: TrainConfig, cache: Path | None = None, ckpt_every: int = 200,
           stop_after: int | None = None) -> tuple[GPT, list[dict]]:
     """Train (or resume, or load) the run ``cfg``; returns the model and its loss log.
 
@@ -202,7 +187,7 @@ def train(cfg: RunConfig, cache: Path | None = None, ckpt_every: int = 200,
         state = torch.load(final, weights_only=True)
         model.load_state_dict(state["model"])
         return model.eval(), state["log"]
-    task = make_task(cfg)
+    task = cfg.make_task()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, log = 0, []

@@ -1,7 +1,7 @@
 """Word tasks for pretrained LLMs, in the prompt format of Hendel et al. (2023) and Dong et al. (2025).
 
 A task is a function from input words to output words, given as (x, y) pairs. Letter tasks are
-generated in code; word lists live in ``tvlib/data/*.json`` and were written by hand for this
+generated in code; word lists live in ``tvlib/llm/data/*.json`` and were written by hand for this
 book. A bijection task (Dong et al., Sec. 4) is the union of a map and its inverse, kept only
 where that union is still a function.
 
@@ -75,8 +75,8 @@ def bijection(pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
 
 
 def load_pairs(name: str) -> tuple[Pair, ...]:
-    """The hand-written pairs of ``tvlib/data/<name>.json``."""
-    path = resources.files("tvlib") / "data" / f"{name}.json"
+    """The hand-written pairs of ``tvlib/llm/data/<name>.json``."""
+    path = resources.files("tvlib.llm") / "data" / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no word list {name!r}; lists: {', '.join(word_lists())}")
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -85,7 +85,7 @@ def load_pairs(name: str) -> tuple[Pair, ...]:
 
 def word_lists() -> list[str]:
     """Names of the JSON word lists shipped in ``tvlib/data``."""
-    return sorted(p.name[:-5] for p in (resources.files("tvlib") / "data").iterdir() if p.name.endswith(".json"))
+    return sorted(p.name[:-5] for p in (resources.files("tvlib.llm") / "data").iterdir() if p.name.endswith(".json"))
 
 
 LOWER = string.ascii_lowercase

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tvlib.models import GPT, GPTConfig
+from tvlib.scratch.gpt import GPT, GPTConfig
 
 
 def token_model(**kw) -> GPT:

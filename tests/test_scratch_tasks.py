@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tvlib import tasks as T
+from tvlib.scratch import baselines, tasks
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -13,75 +13,75 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_linear_labels():
-    task = T.LinearRegression(n_dims=2)
+    task = tasks.LinearRegression(n_dims=2)
     w = torch.tensor([[1.0, 2.0]])
     xs = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])
     torch.testing.assert_close(task.label(w, xs), torch.tensor([[3.0, 2.0]]) / math.sqrt(2))
 
 
 def test_sinusoid_labels():
-    task = T.Sinusoid()
+    task = tasks.Sinusoid()
     params = torch.tensor([[2.0, 1.0, 0.0]])
     xs = torch.tensor([[[math.pi / 2]]])
     torch.testing.assert_close(task.label(params, xs), torch.tensor([[2.0]]))
 
 
 def test_offset_labels_and_offsets():
-    task = T.TokenOffset(vocab=5, offsets=(3,))
+    task = tasks.TokenOffset(vocab=5, offsets=(3,))
     assert (task.sample_tasks(10, gen()) == 3).all()
     torch.testing.assert_close(task.label(torch.tensor([3]), torch.tensor([[0, 4]])), torch.tensor([[3, 2]]))
     with pytest.raises(ValueError, match=r"offsets \[7\]"):
-        T.TokenOffset(vocab=5, offsets=(7,))
+        tasks.TokenOffset(vocab=5, offsets=(7,))
 
 
 def test_triplet_layout_discrete():
-    task = T.TokenOffset(vocab=8)
-    p = T.layout(task, "triplet", torch.tensor([[3, 2, 7]]), torch.tensor([[2, 1, 6]]))
+    task = tasks.TokenOffset(vocab=8)
+    p = tasks.build_prompts(task, "triplet", torch.tensor([[3, 2, 7]]), torch.tensor([[2, 1, 6]]))
     assert p.inputs["input_ids"].tolist() == [[3, 8, 2, 2, 8, 1, 7, 8]]
     assert p.answer_pos.tolist() == [1, 4, 7]
 
 
 def test_pairwise_layout_continuous():
-    task = T.LinearRegression(n_dims=2)
+    task = tasks.LinearRegression(n_dims=2)
     xs = torch.arange(6.0).view(1, 3, 2)
-    p = T.layout(task, "pairwise", xs, torch.tensor([[10.0, 20.0, 30.0]]))
+    p = tasks.build_prompts(task, "pairwise", xs, torch.tensor([[10.0, 20.0, 30.0]]))
     assert p.answer_pos.tolist() == [0, 2, 4]
     assert p.inputs["values"][0, :, 0].tolist() == [0.0, 10.0, 2.0, 20.0, 4.0]
     assert not p.inputs["is_arrow"].any()
 
 
 def test_zero_shot_prompt_ends_at_its_answer():
-    p = T.sample_prompts(T.LinearRegression(), "triplet", 4, 1, gen())
+    p = tasks.sample_prompts(tasks.LinearRegression(), "triplet", 4, 1, gen())
     assert p.inputs["values"].shape == (4, 2, 4)
     assert p.inputs["is_arrow"][:, -1].all() and p.answer_pos.tolist() == [1]
 
 
 def test_same_seed_same_prompts_and_shared_tasks():
-    task = T.TokenOffset(vocab=10)
-    a = T.sample_prompts(task, "triplet", 5, 3, gen(1))
-    b = T.sample_prompts(task, "triplet", 5, 3, gen(1))
+    task = tasks.TokenOffset(vocab=10)
+    a = tasks.sample_prompts(task, "triplet", 5, 3, gen(1))
+    b = tasks.sample_prompts(task, "triplet", 5, 3, gen(1))
     assert torch.equal(a.inputs["input_ids"], b.inputs["input_ids"])
     params = torch.tensor([1, 2, 3, 4, 5])
-    c = T.sample_prompts(task, "triplet", 5, 3, gen(2), tasks=params)
+    c = tasks.sample_prompts(task, "triplet", 5, 3, gen(2), tasks=params)
     ids = c.inputs["input_ids"]
     assert torch.equal((ids[:, 0] + params) % 10, ids[:, 2])
 
 
 def test_loss_and_error():
-    task = T.TokenOffset(vocab=3)
+    task = tasks.TokenOffset(vocab=3)
     logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])
-    assert T.error(task, logits, torch.tensor([[0, 2]])).tolist() == [[0.0, 1.0]]
-    reg = T.LinearRegression()
-    assert T.loss(reg, torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]])).item() == pytest.approx(2.5)
+    assert tasks.error(task, logits, torch.tensor([[0, 2]])).tolist() == [[0.0, 1.0]]
+    reg = tasks.LinearRegression()
+    assert tasks.loss(reg, torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]])).item() == pytest.approx(2.5)
 
 
 def test_bad_names_are_rejected():
     with pytest.raises(ValueError, match="valid tasks: linear, sinusoid, offset"):
-        T.make_task("parity")
-    with pytest.raises(ValueError, match="valid formats: pairwise, triplet"):
-        T.sample_prompts(T.LinearRegression(), "single", 2, 2, gen())
+        tasks.make_task("parity")
+    with pytest.raises(ValueError, match="valid layouts: pairwise, triplet"):
+        tasks.sample_prompts(tasks.LinearRegression(), "single", 2, 2, gen())
     with pytest.raises(ValueError, match="k >= 1"):
-        T.sample_prompts(T.LinearRegression(), "triplet", 2, 0, gen())
+        tasks.sample_prompts(tasks.LinearRegression(), "triplet", 2, 0, gen())
 
 
 def simulate(table: list[list[int]], string: list[int]) -> bool:
@@ -93,7 +93,7 @@ def simulate(table: list[list[int]], string: list[int]) -> bool:
 
 
 def test_dfa_labels_match_a_plain_simulation():
-    task = T.RegularLanguage(n_states=4, n_symbols=3, length=5)
+    task = tasks.RegularLanguage(n_states=4, n_symbols=3, length=5)
     dfas, xs = task.sample_tasks(30, gen()), task.sample_x(30, 6, gen(1))
     labels = task.label(dfas, xs)
     assert set(labels.unique().tolist()) == {3, 4}  # reject, accept
@@ -101,14 +101,14 @@ def test_dfa_labels_match_a_plain_simulation():
         assert row == [3 + simulate(dfa, s) for s in strings]
     parity = torch.tensor([[[0, 1, 0], [1, 0, 1]]])  # accepts an odd number of 1s
     strings = torch.tensor([[[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1]]])
-    assert T.RegularLanguage(n_states=2).label(parity, strings).tolist() == [[2, 3, 3, 2]]
+    assert tasks.RegularLanguage(n_states=2).label(parity, strings).tolist() == [[2, 3, 3, 2]]
 
 
 def test_dfa_acceptance_band_and_chance_prior():
-    task = T.RegularLanguage(n_states=3, n_symbols=2, length=4)
+    task = tasks.RegularLanguage(n_states=3, n_symbols=2, length=4)
     assert task.strings().tolist()[:3] == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
     dfas = task.sample_tasks(300, gen())
-    lo, hi = T.ACCEPT_BAND
+    lo, hi = tasks.ACCEPT_BAND
     for dfa in dfas.tolist():
         rate = sum(simulate(dfa, s) for s in task.strings().tolist()) / 16
         assert lo <= rate <= hi
@@ -117,23 +117,23 @@ def test_dfa_acceptance_band_and_chance_prior():
 
 
 def test_dfa_prompts_are_seeded():
-    task = T.RegularLanguage()
-    a, b, c = (T.sample_prompts(task, "triplet", 8, 4, gen(s)) for s in (1, 1, 2))
+    task = tasks.RegularLanguage()
+    a, b, c = (tasks.sample_prompts(task, "triplet", 8, 4, gen(s)) for s in (1, 1, 2))
     assert torch.equal(a.inputs["input_ids"], b.inputs["input_ids"]) and torch.equal(a.targets, b.targets)
     assert not torch.equal(a.inputs["input_ids"], c.inputs["input_ids"])
 
 
-@pytest.mark.parametrize("fmt, ids, answers", [
+@pytest.mark.parametrize("layout, ids, answers", [
     ("triplet", [0, 1, 5, 3, 1, 1, 5, 4, 1, 0, 5], [2, 6, 10]),
     ("pairwise", [0, 1, 3, 1, 1, 4, 1, 0], [1, 4, 7]),
 ])
-def test_multi_token_layout(fmt, ids, answers):
-    task = T.RegularLanguage(n_symbols=3, length=2)  # symbols 0-2, reject 3, accept 4, arrow 5
+def test_multi_token_layout(layout, ids, answers):
+    task = tasks.RegularLanguage(n_symbols=3, length=2)  # symbols 0-2, reject 3, accept 4, arrow 5
     xs = torch.tensor([[[0, 1], [1, 1], [1, 0]]])
-    p = T.layout(task, fmt, xs, torch.tensor([[3, 4, 3]]))  # the last label is left out
+    p = tasks.build_prompts(task, layout, xs, torch.tensor([[3, 4, 3]]))  # the last label is left out
     assert p.inputs["input_ids"].tolist() == [ids]
     assert p.answer_pos.tolist() == answers and answers[-1] == len(ids) - 1
-    assert T.prompt_length(fmt, 3, x_tokens=2) == len(ids)
+    assert tasks.prompt_length(layout, 3, x_tokens=2) == len(ids)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -144,7 +144,7 @@ def test_multi_token_layout(fmt, ids, answers):
 ])
 def test_bad_dfa_sizes_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
-        T.make_task("dfa", **kw)
+        tasks.make_task("dfa", **kw)
 
 
 def test_majority_vote_error_by_hand():
@@ -153,15 +153,15 @@ def test_majority_vote_error_by_hand():
     # row 0: tie -> 0.5; 5 seen -> right; 5,5 -> predicts 5, wrong; 5,5,6 -> right
     # row 1: tie -> 0.5; 6 seen -> wrong; tie 1:1 -> 0.5; 5,5 vs 6 -> right
     want = torch.tensor([0.5, 0.5, 0.75, 0.0])
-    assert torch.allclose(T.majority_vote_error(targets, labels), want)
+    assert torch.allclose(baselines.majority_vote_error(targets, labels), want)
 
 
 def test_least_squares_error_is_exact_from_d_examples_on():
-    task = T.LinearRegression(n_dims=3)
+    task = tasks.LinearRegression(n_dims=3)
     gen = torch.Generator().manual_seed(0)
     w = task.sample_tasks(500, gen)
     xs = task.sample_x(500, 6, gen)
-    errs = T.least_squares_error(xs, task.label(w, xs))
+    errs = baselines.least_squares_error(xs, task.label(w, xs))
     assert abs(errs[0].item() - 1.0) < 0.15  # predicting 0: E[y^2] = 1
     assert errs[1].item() > 0.3 and errs[2].item() > 0.1  # underdetermined fits miss
     assert errs[3:].max().item() < 1e-8  # d = 3 examples determine w

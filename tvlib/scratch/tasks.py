@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FORMATS = ("pairwise", "triplet")
+LAYOUTS = ("pairwise", "triplet")
 
 
 class Task(Protocol):
@@ -210,32 +210,32 @@ class Prompts:
     answer_pos: Tensor  # [k] positions whose output predicts each label
 
 
-def check_format(fmt: str) -> None:
-    """Raise a clear error for an unknown prompt format."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown prompt format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+def check_layout(layout: str) -> None:
+    """Raise a clear error for an unknown prompt layout."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown prompt layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
 
 
-def stride(fmt: str, x_tokens: int = 1) -> int:
+def stride(layout: str, x_tokens: int = 1) -> int:
     """Positions per example: its x tokens, its label and, in the triplet format, the arrow."""
-    check_format(fmt)
-    return x_tokens + (1 if fmt == "pairwise" else 2)
+    check_layout(layout)
+    return x_tokens + (1 if layout == "pairwise" else 2)
 
 
-def prompt_length(fmt: str, k: int, x_tokens: int = 1) -> int:
+def prompt_length(layout: str, k: int, x_tokens: int = 1) -> int:
     """Positions of a k-example prompt (its last label is left out)."""
-    return stride(fmt, x_tokens) * k - 1
+    return stride(layout, x_tokens) * k - 1
 
 
-def layout(task: Task, fmt: str, xs: Tensor, ys: Tensor) -> Prompts:
+def build_prompts(task: Task, layout: str, xs: Tensor, ys: Tensor) -> Prompts:
     """Interleave k examples into one prompt per row; the last label is left out.
 
     Discrete ``xs`` are ``[B, k]`` (one token each) or ``[B, k, m]`` (m tokens each).
     """
     B, k = ys.shape
     m = xs.shape[2] if task.discrete and xs.dim() == 3 else 1
-    s = stride(fmt, m)
-    T = prompt_length(fmt, k, m)
+    s = stride(layout, m)
+    T = prompt_length(layout, k, m)
     x_pos = torch.arange(k) * s  # where each example starts
     answer_pos = x_pos + (s - 2)  # pairwise: at x_m; triplet: at the arrow
     y_pos = x_pos[:-1] + s - 1
@@ -251,20 +251,20 @@ def layout(task: Task, fmt: str, xs: Tensor, ys: Tensor) -> Prompts:
         values[:, x_pos] = xs
         values[:, y_pos, 0] = ys[:, :-1]
         is_arrow = torch.zeros(B, T, dtype=torch.bool)
-        if fmt == "triplet":
+        if layout == "triplet":
             is_arrow[:, answer_pos] = True
         inputs = {"values": values, "is_arrow": is_arrow}
     return Prompts(inputs=inputs, targets=ys, answer_pos=answer_pos)
 
 
-def sample_prompts(task: Task, fmt: str, n: int, k: int, gen: torch.Generator,
+def sample_prompts(task: Task, layout: str, n: int, k: int, gen: torch.Generator,
                    tasks: Tensor | None = None) -> Prompts:
     """Draw ``n`` prompts of ``k`` examples each (of the given per-row ``tasks`` if passed)."""
     if k < 1:
         raise ValueError(f"a prompt needs k >= 1 examples, got {k}")
     tasks = task.sample_tasks(n, gen) if tasks is None else tasks
     xs = task.sample_x(n, k, gen)
-    return layout(task, fmt, xs, task.label(tasks, xs))
+    return build_prompts(task, layout, xs, task.label(tasks, xs))
 
 
 def answers(task: Task, outputs: Tensor, positions: Tensor) -> Tensor:
@@ -285,30 +285,3 @@ def error(task: Task, pred: Tensor, targets: Tensor) -> Tensor:
     if task.discrete:
         return (pred.argmax(-1) != targets).float()
     return (pred - targets) ** 2
-
-
-def majority_vote_error(targets: Tensor, labels: Tensor) -> Tensor:
-    """Expected 0/1 error at each example of guessing the most frequent earlier label: ``[k]``.
-
-    A baseline that uses the demonstrations without learning the task: at example i it predicts
-    the label among ``labels`` seen most often in examples 0..i-1, uniformly at random among ties
-    (at example 0 among all of ``labels``). ``targets`` ``[B, k]`` are label ids.
-    """
-    counts = (targets[..., None] == labels).float()  # [B, k, n_labels]
-    before = counts.cumsum(1) - counts  # label counts of the earlier examples
-    modes = before == before.max(-1, keepdim=True).values
-    hit = (modes & counts.bool()).any(-1).float() / modes.sum(-1)
-    return (1 - hit).mean(0)
-
-
-def least_squares_error(xs: Tensor, ys: Tensor) -> Tensor:
-    """Mean squared error at each example of minimum-norm least squares on the earlier ones: ``[k]``.
-
-    The in-context baseline for linear regression (Garg et al. 2022): example i is predicted by
-    the least-squares fit to examples 0..i-1 (at example 0, by 0). ``xs`` ``[B, k, d]``, ``ys`` ``[B, k]``.
-    """
-    errs = [(ys[:, 0] ** 2).mean()]
-    for i in range(1, ys.shape[1]):
-        w_hat = torch.linalg.pinv(xs[:, :i]) @ ys[:, :i, None]
-        errs.append((((xs[:, i, None] @ w_hat)[:, 0, 0] - ys[:, i]) ** 2).mean())
-    return torch.stack(errs)

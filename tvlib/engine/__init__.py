@@ -1,0 +1,38 @@
+"""The task-vector engine, shared by the small GPTs trained from scratch and the pretrained LLMs.
+
+Three floors, each readable alone:
+
+- :mod:`tvlib.engine.hooks`: the hook sites on the residual stream (find the blocks, capture,
+  inject); every read or write of a model's state goes through them.
+- :mod:`tvlib.engine.sweep`: layer sweeps (inject at every layer, read the final logits) in few
+  batched passes, with the fast paths' self-check.
+- :mod:`tvlib.engine.batching`: left-padded batches with explicit position ids.
+
+The public names are re-exported here: ``from tvlib import engine; engine.inject(...)``.
+"""
+
+from tvlib.engine.batching import accepts_position_ids, encode, pad_left
+from tvlib.engine.hooks import MODES, Capture, capture, extract, find_blocks, inject, last_logits, logits_of, num_layers
+from tvlib.engine.sweep import (METHODS, forget_truncation_check, layer_sweep, layer_sweep_loop, supports_truncation,
+                                truncation_verdict)
+
+__all__ = [
+    "METHODS",
+    "MODES",
+    "Capture",
+    "accepts_position_ids",
+    "capture",
+    "encode",
+    "extract",
+    "find_blocks",
+    "forget_truncation_check",
+    "inject",
+    "last_logits",
+    "layer_sweep",
+    "layer_sweep_loop",
+    "logits_of",
+    "num_layers",
+    "pad_left",
+    "supports_truncation",
+    "truncation_verdict",
+]
