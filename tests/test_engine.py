@@ -294,17 +294,25 @@ def test_layer_sweep_equals_the_per_layer_loop(tiny_models, arch, mode, per_laye
         assert torch.equal(sweep.argmax(-1), loop.argmax(-1))
 
 
-@pytest.mark.parametrize("arch", ["llama", "tvlib_gpt"])
-def test_layer_sweep_many_positions_falls_back_to_repetition(tiny_models, arch):
-    model, inputs = tiny_models[arch], {"input_ids": ids(2, 5)}
+def test_layer_sweep_many_positions_on_a_non_hf_model_repeats(tiny_models):
+    model, inputs = tiny_models["tvlib_gpt"], {"input_ids": ids(2, 5)}
     where, v = torch.tensor([[1, -1], [2, 3]]), vectors(2, 2, WIDTH)
     loop = engine.layer_sweep_loop(model, inputs, where, v)
     torch.testing.assert_close(engine.layer_sweep(model, inputs, where, v), loop, rtol=1e-5, atol=1e-5)
     for method in ("cached", "truncated"):
-        with pytest.raises(ValueError, match=f"method='{method}' needs prompts of >= 2 tokens"):
+        with pytest.raises(ValueError, match=f"method='{method}' needs a Hugging Face model"):
             engine.layer_sweep(model, inputs, where, v, method=method)
     with pytest.raises(ValueError, match="leading axis of 3 layers"):
         engine.layer_sweep(model, inputs, where, v, per_layer=True)
+
+
+def test_layer_sweep_injecting_at_the_first_token_repeats(tiny_models):
+    model, inputs = tiny_models["llama"], {"input_ids": ids(2, 5)}
+    where, v = torch.tensor([[0, -1], [2, 3]]), vectors(2, 2, WIDTH)
+    loop = engine.layer_sweep_loop(model, inputs, where, v)
+    torch.testing.assert_close(engine.layer_sweep(model, inputs, where, v), loop, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs at least one token before the first injected position"):
+        engine.layer_sweep(model, inputs, where, v, method="cached")
 
 
 # ----------------------------------------------------------------------------- truncated sweep
@@ -346,17 +354,38 @@ def record_groups(monkeypatch) -> list[tuple[str, int, list[int]]]:
     """Record ("truncated" or "hooked", prompts, layers) of every group forward the sweep runs."""
     calls, truncated, hooked = [], sweep_module._truncated_group, sweep_module._hooked_group
 
-    def recording_truncated(model, cache, last, layers, vecs):
+    def recording_truncated(model, step, layers, vecs, clean):
         calls.append(("truncated", vecs.shape[0], list(layers)))
-        return truncated(model, cache, last, layers, vecs)
+        return truncated(model, step, layers, vecs, clean)
 
-    def recording_hooked(model, cache, last, layers, vecs, mode):
+    def recording_hooked(model, step, layers, vecs, mode):
         calls.append(("hooked", vecs.shape[0], list(layers)))
-        return hooked(model, cache, last, layers, vecs, mode)
+        return hooked(model, step, layers, vecs, mode)
 
     monkeypatch.setattr(sweep_module, "_truncated_group", recording_truncated)
     monkeypatch.setattr(sweep_module, "_hooked_group", recording_hooked)
     return calls
+
+
+@pytest.mark.parametrize("arch", TRUNCATABLE + ("gpt2",))
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_sweep_at_several_positions_equals_the_loop(arch, per_layer):
+    """TaskV-M: vectors at several positions per row; the prefix before the first is shared."""
+    from conftest import build_tiny
+
+    model = build_tiny(arch)  # fresh: the "span" check runs on this sweep's own rows
+    inputs, _ = padded_batch(model, lengths=(6, 3, 5, 4, 6))
+    where = torch.tensor([[-3, -2, -1], [-3, -2, -1], [-4, -3, -1], [-3, -2, -1], [-5, -3, -1]])
+    v = vectors(*((3,) if per_layer else ()), 5, 3, WIDTH, seed=9) * 3
+    loop = engine.layer_sweep_loop(model, inputs, where, v, per_layer=per_layer)
+    for method, rows_per_pass in (("auto", 4), ("auto", 256), ("cached", 4), ("repeated", 256)):
+        sweep = engine.layer_sweep(model, inputs, where, v, per_layer=per_layer, rows_per_pass=rows_per_pass,
+                                   method=method)
+        torch.testing.assert_close(sweep, loop, rtol=1e-5, atol=1e-5)
+        assert torch.equal(sweep.argmax(-1), loop.argmax(-1))
+    ok, reason = engine.truncation_verdict(model, kind="span")
+    assert ok == (arch != "gpt2"), reason
+    assert engine.truncation_verdict(model) is None  # the last-position check is a separate verdict
 
 
 def test_first_truncated_sweep_checks_a_sample_of_its_own_rows(monkeypatch):
@@ -458,6 +487,11 @@ def test_truncated_sweep_restores_the_model(tiny_models, arch):
     assert getattr(parent, name) is blocks and list(parent._modules) == slots  # same object, same slot
     assert hook_count(model) == hooks
     assert torch.equal(last_logits(model, inputs), before)
+
+
+def test_truncation_verdict_names_the_valid_kinds(tiny_models):
+    with pytest.raises(ValueError, match="kind 'all' is not one of last, span"):
+        engine.truncation_verdict(tiny_models["llama"], kind="all")
 
 
 def test_layer_sweep_rejects_bad_methods(tiny_models):

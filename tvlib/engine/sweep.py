@@ -15,13 +15,14 @@ import inspect
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from tvlib.engine.batching import accepts_position_ids, pad_left
-from tvlib.engine.hooks import (MODES, _as_rows, _keep_last, _vectors_rows, find_blocks, inject, last_logits,
-                                num_layers)
+from tvlib.engine.hooks import (MODES, _as_rows, _keep_last, _resolve, _vectors_rows, capture, find_blocks, inject,
+                                last_logits, num_layers)
 
 def _select(inputs: dict, index: Tensor) -> dict:
     """The rows `index` of every tensor in `inputs` (other values are passed through)."""
@@ -70,11 +71,6 @@ def _supports_cache(model: nn.Module) -> bool:
     return isinstance(model, PreTrainedModel) and hasattr(model.config, "use_cache")
 
 
-def _only_last(rows: Tensor, seq_len: int) -> bool:
-    """Whether every row injects at the last position only (so earlier positions are untouched)."""
-    return rows.shape[1] == 1 and bool(((rows == -1) | (rows == seq_len - 1)).all())
-
-
 METHODS = ("auto", "truncated", "cached", "repeated")
 
 
@@ -86,17 +82,21 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
 
     - "repeated": each prompt is repeated once per layer, row l injecting at layer l (any model,
       any positions).
-    - "cached": with injection at the last position of a Hugging Face causal LM, the prefix is
-      unaffected, so it runs once with a KV cache and only the last token is run, through all the
-      blocks, for the L variants (hooks inject), consecutive layers sharing a forward.
-    - "truncated": as "cached", but in replace mode blocks 0..l are wasted work for the last
-      token, so for each layer l the last token starts as the vector itself (inputs_embeds) and runs
-      through blocks l+1..L-1 only, reading the prefix's cache; the other layers of a forward are
-      hooked; the LM head runs once, on all the final states. Needs a model whose forward feeds
-      inputs_embeds to its first block unchanged and ends with its LM head: the
-      first truncated sweep of a model checks a sample of its own rows against the hook-based
-      path and remembers the verdict (:func:`supports_truncation`); a model that fails gets the
-      "cached" result instead (or, for an explicit method="truncated", an error).
+    - "cached": on a Hugging Face causal LM, the columns before the first injected position are the
+      same for every layer, so that prefix runs once with a KV cache and only the rest of the prompt
+      (the last token alone, for Hendel et al.'s task vector) runs, through all the blocks, for the
+      L variants (hooks inject), consecutive layers sharing a forward.
+    - "truncated": as "cached", but in replace mode blocks 0..l are wasted work for the rest of the
+      prompt, so for each layer l it starts as the states after block l (for the last token alone:
+      the vector itself; for several positions, as for TaskV-M: the clean states after block l,
+      from one extra forward, with the vectors written in) and runs through blocks l+1..L-1 only,
+      reading the prefix's cache; the other layers of a forward are hooked; the LM head runs once,
+      on all the final states. Needs a model whose forward feeds inputs_embeds to its first block
+      unchanged and ends with its LM head: the first truncated sweep of a model checks a sample of
+      its own rows against the hook-based path and remembers the verdict, separately for the last
+      position alone and for several positions (:func:`truncation_verdict`,
+      :func:`supports_truncation`); a model that fails gets the "cached" result instead (or, for an
+      explicit method="truncated", an error).
     - "auto": the first of "truncated", "cached", "repeated" that applies.
 
     rows_per_pass bounds the rows (prompts x layers) of one forward; a forward has at least one
@@ -112,8 +112,12 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
     batch, seq_len = _shape(inputs)
     n_layers, rows = num_layers(model), _as_rows(positions)
     vecs = _sweep_vectors(vectors, rows, n_layers, per_layer)
-    chosen = _choose_method(model, method, mode, rows, seq_len)
+    absolute = _resolve(rows, batch, seq_len, unique=True)
+    cut = int(absolute.min())  # every column before the first injected position is the same for all layers
+    kind = "last" if cut == seq_len - 1 else "span"
+    chosen = _choose_method(model, method, mode, cut, kind)
     per_pass = max(1, rows_per_pass // n_layers) if chosen == "repeated" else rows_per_pass
+    verdicts = _VERDICTS[kind]
     chunks = []
     with torch.no_grad():
         for start in range(0, batch, per_pass):
@@ -121,24 +125,29 @@ def layer_sweep(model: nn.Module, inputs: dict, positions: Tensor, vectors: Tens
             part, part_vecs = _select(inputs, index), vecs[index]
             if chosen == "repeated":
                 chunks.append(_sweep_repeated(model, part, rows[index], part_vecs, mode))
-            elif chosen == "truncated" and model not in _TRUNCATION_VERDICTS:
-                chunks.append(_first_truncated(model, part, part_vecs, rows_per_pass, explicit=method == "truncated"))
-                chosen = "truncated" if _TRUNCATION_VERDICTS[model][0] else "cached"
+                continue
+            step = _Step.of(model, part, absolute[index] - cut, cut)
+            if chosen == "truncated" and model not in verdicts:
+                chunks.append(_first_truncated(model, step, part_vecs, rows_per_pass, kind,
+                                               explicit=method == "truncated"))
+                chosen = "truncated" if verdicts[model][0] else "cached"
             else:
-                chunks.append(_sweep_prefixed(model, part, part_vecs, mode, rows_per_pass, chosen == "truncated"))
+                chunks.append(_sweep_prefixed(model, step, part_vecs, mode, rows_per_pass, chosen == "truncated"))
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
-def _choose_method(model: nn.Module, method: str, mode: str, rows: Tensor, seq_len: int) -> str:
+def _choose_method(model: nn.Module, method: str, mode: str, cut: int, kind: str) -> str:
     """The sweep method to run: `method` itself if it applies (else an error), or for "auto" the best.
 
-    "truncated" for a model not yet checked means: check on first use (:func:`_first_truncated`).
+    cut: the first injected column (the prefix before it is shared by every layer); kind: "last"
+    (injection at the last position only) or "span" (any positions from `cut` on). "truncated" for
+    a model not yet checked for `kind` means: check on first use (:func:`_first_truncated`).
     """
     if method == "repeated":
         return method
     why_not_cached = None
-    if seq_len < 2 or not _only_last(rows, seq_len):
-        why_not_cached = "prompts of >= 2 tokens and injection at the last position only"
+    if cut < 1:
+        why_not_cached = "at least one token before the first injected position"
     elif not _supports_cache(model):
         why_not_cached = "a Hugging Face model with a KV cache"
     if why_not_cached is not None:
@@ -151,12 +160,13 @@ def _choose_method(model: nn.Module, method: str, mode: str, rows: Tensor, seq_l
         if method == "truncated":
             raise ValueError(f"method='truncated' needs mode='replace', got mode={mode!r}")
         return "cached"
-    if model not in _TRUNCATION_VERDICTS:
+    verdicts = _VERDICTS[kind]
+    if model not in verdicts:
         reason = _truncation_precondition(model)
         if reason is None:
             return "truncated"
-        _TRUNCATION_VERDICTS[model] = (False, reason)
-    ok, reason = _TRUNCATION_VERDICTS[model]
+        verdicts[model] = (False, reason)
+    ok, reason = verdicts[model]
     if not ok and method == "truncated":
         raise ValueError(f"method='truncated' does not apply to {type(model).__name__}: {reason}")
     return "truncated" if ok else "cached"
@@ -172,12 +182,47 @@ def _sweep_repeated(model: nn.Module, inputs: dict, rows: Tensor, vecs: Tensor, 
     return logits.view(batch, n_layers, -1).transpose(0, 1)
 
 
-def _prefix_and_last(model: nn.Module, inputs: dict) -> tuple:
-    """The KV cache of every token but the last, and the last step's inputs (whole attention mask)."""
-    prefix = {k: v[:, :-1] if isinstance(v, Tensor) else v for k, v in inputs.items()}
-    cache = model(**_keep_last(model, prefix), use_cache=True).past_key_values
-    last = {k: v if k == "attention_mask" or not isinstance(v, Tensor) else v[:, -1:] for k, v in inputs.items()}
-    return cache, last
+@dataclass
+class _Step:
+    """A chunk's shared prefix and the step that every layer's variant runs from there.
+
+    cache: KV cache of columns 0..cut-1 (computed once); rest: the inputs of columns cut.. (the
+    whole attention mask); rows: injected positions [B, P] relative to column cut.
+    """
+
+    cache: object
+    rest: dict
+    rows: Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, inputs: dict, rows: Tensor, cut: int) -> _Step:
+        prefix = {k: v[:, :cut] if isinstance(v, Tensor) else v for k, v in inputs.items()}
+        cache = model(**_keep_last(model, prefix), use_cache=True).past_key_values
+        rest = {k: v if k == "attention_mask" or not isinstance(v, Tensor) else v[:, cut:] for k, v in inputs.items()}
+        return cls(cache, rest, rows)
+
+    @property
+    def length(self) -> int:
+        return _shape(self.rest)[1]
+
+    def select(self, prompts: Tensor, device: torch.device) -> _Step:
+        """The same step for a subset of the prompts (the cache is copied, not changed)."""
+        cache = _fork(self.cache)
+        cache.batch_select_indices(prompts.to(device))
+        return _Step(cache, _select(self.rest, prompts), self.rows[prompts])
+
+    def clean_states(self, model: nn.Module) -> Tensor | None:
+        """The residual stream after every block at the step's columns, no injection: [L, B, S, D].
+
+        None for a one-token step (the vector replaces the whole step there).
+        """
+        if self.length == 1:
+            return None
+        columns = torch.arange(self.length).expand(self.rows.shape[0], -1)
+        work = {**self.rest, "past_key_values": _fork(self.cache), "use_cache": True}
+        with capture(model, columns) as record:
+            last_logits(model, work)
+        return record.states
 
 
 def _layer_groups(n_layers: int, size: int) -> list[list[int]]:
@@ -186,9 +231,9 @@ def _layer_groups(n_layers: int, size: int) -> list[list[int]]:
     return [list(range(start, min(start + size, n_layers))) for start in range(0, n_layers, size)]
 
 
-def _sweep_prefixed(model: nn.Module, inputs: dict, vecs: Tensor, mode: str, rows_per_pass: int,
+def _sweep_prefixed(model: nn.Module, step: _Step, vecs: Tensor, mode: str, rows_per_pass: int,
                     truncate: bool, verify: bool = False) -> Tensor:
-    """HF paths: the prefix once with a KV cache, then the last token for groups of consecutive layers.
+    """HF paths: the prefix once with a KV cache, then the step's columns for groups of consecutive layers.
 
     truncate: the "truncated" method, through the model's decoder (group a.. runs blocks a+1..
     only; a little wasted work for the group's later layers, bought back by larger matrix
@@ -197,66 +242,78 @@ def _sweep_prefixed(model: nn.Module, inputs: dict, vecs: Tensor, mode: str, row
     against the hook-based path (:func:`_check_sample`).
     """
     batch, n_layers = vecs.shape[:2]
-    cache, last = _prefix_and_last(model, inputs)
     groups = _layer_groups(n_layers, max(1, rows_per_pass // batch))
     if not truncate:
-        return torch.cat([_hooked_group(model, cache, last, layers, vecs, mode) for layers in groups])
-    states = torch.cat([_truncated_group(model, cache, last, layers, vecs) for layers in groups])
+        return torch.cat([_hooked_group(model, step, layers, vecs, mode) for layers in groups])
+    clean = step.clean_states(model)
+    states = torch.cat([_truncated_group(model, step, layers, vecs, clean) for layers in groups])
     out = model.get_output_embeddings()(states)  # [L, B, V], one matrix product for all rows
     if verify:
-        _check_sample(model, cache, last, groups, vecs, out)
+        _check_sample(model, step, groups, vecs, out)
     return out
 
 
-def _group_step(cache, last: dict, layers: list[int], vecs: Tensor) -> tuple[dict, Tensor, Tensor]:
-    """The last step's inputs for a group of layers: (inputs, row layers, row vectors).
+def _group_step(step: _Step, layers: list[int], vecs: Tensor) -> tuple[dict, Tensor, Tensor, Tensor]:
+    """The step's inputs for a group of layers: (inputs, row layers, row positions, row vectors).
 
-    Row b * G + g is prompt b with the state after block layers[g] replaced by vecs[b, layers[g]].
-    cache: the prefix's KV cache (not changed: the step gets a copy, since a forward appends the
-    new token to the cache layers it passes through); last: the last step's inputs; vecs [B, L, 1, D].
+    Row b * G + g is prompt b with the states after block layers[g] replaced by vecs[b, layers[g]].
+    The prefix cache is not changed: the group gets a copy, since a forward appends its tokens to
+    the cache layers it passes through. vecs: [B, L, P, D].
     """
     batch, size = vecs.shape[0], len(layers)
-    work = _fork(cache)
+    work = _fork(step.cache)
     if size > 1:
         work.batch_repeat_interleave(size)
-    step = {k: v.repeat_interleave(size, dim=0) if isinstance(v, Tensor) else v for k, v in last.items()}
-    step.update(past_key_values=work, use_cache=True)
-    return step, torch.tensor(layers).repeat(batch), vecs[:, layers].flatten(0, 1)
+    inputs = {k: v.repeat_interleave(size, dim=0) if isinstance(v, Tensor) else v for k, v in step.rest.items()}
+    inputs.update(past_key_values=work, use_cache=True)
+    return (inputs, torch.tensor(layers).repeat(batch), step.rows.repeat_interleave(size, dim=0),
+            vecs[:, layers].flatten(0, 1))
 
 
-def _hooked_group(model: nn.Module, cache, last: dict, layers: list[int], vecs: Tensor, mode: str) -> Tensor:
+def _hooked_group(model: nn.Module, step: _Step, layers: list[int], vecs: Tensor, mode: str) -> Tensor:
     """Final logits [G, B, V] of the whole model, hooks injecting in `mode` (the "cached" method)."""
     batch, size = vecs.shape[0], len(layers)
-    step, row_layers, embeds = _group_step(cache, last, layers, vecs)
-    with inject(model, row_layers, torch.full((batch * size,), -1), embeds, mode):
-        return last_logits(model, step).view(batch, size, -1).transpose(0, 1)
+    inputs, row_layers, row_positions, embeds = _group_step(step, layers, vecs)
+    with inject(model, row_layers, row_positions, embeds, mode):
+        return last_logits(model, inputs).view(batch, size, -1).transpose(0, 1)
 
 
-def _truncated_group(model: nn.Module, cache, last: dict, layers: list[int], vecs: Tensor) -> Tensor:
+def _truncated_group(model: nn.Module, step: _Step, layers: list[int], vecs: Tensor,
+                     clean: Tensor | None) -> Tensor:
     """Final states [G, B, D] of the decoder (after its final norm), the states after block layers[g] replaced.
 
-    The decoder list holds blocks layers[0]+1.. only; the layers[0] rows' vectors enter as
-    inputs_embeds (attention modules index the cache by their own layer_idx) and the other rows are
-    hooked. The last layer alone would leave an empty list: there, the full list, every row hooked.
+    The decoder list holds blocks layers[0]+1.. only: the step enters as inputs_embeds, the clean
+    states after block layers[0] (`clean`, [L, B, S, D]; None for a one-token step, which the vector
+    replaces whole) with the layers[0] rows' vectors written in; attention modules index the cache
+    by their own layer_idx. The other rows are hooked at their layer. The last layer alone would
+    leave an empty list: there, the full list, every row hooked.
     """
     batch, size, n_layers = vecs.shape[0], len(layers), vecs.shape[1]
     start = layers[0]
     if min(layers) != start:
         raise ValueError(f"a truncated group must start with its lowest layer, got {layers}")
-    step, row_layers, embeds = _group_step(cache, last, layers, vecs)
+    inputs, row_layers, row_positions, embeds = _group_step(step, layers, vecs)
     blocks = find_blocks(model)
     kept = blocks
     if start < n_layers - 1:
         embedding = model.get_input_embeddings().weight
-        step = {k: v for k, v in step.items() if k not in ("input_ids", "inputs_embeds")}
-        step["inputs_embeds"] = embeds.to(device=embedding.device, dtype=embedding.dtype)
+        entering = embeds if clean is None else _written(clean[start], row_layers == start, row_positions, embeds, size)
+        inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "inputs_embeds")}
+        inputs["inputs_embeds"] = entering.to(device=embedding.device, dtype=embedding.dtype)
         row_layers = torch.where(row_layers == start, -1, row_layers)
         kept = nn.ModuleList(list(blocks)[start + 1:])
     # Hooks first: inject finds the blocks in the full list; they stay on the same block objects.
-    with inject(model, row_layers, torch.full((batch * size,), -1), embeds, "replace"), \
-            _swapped(model, blocks, kept):
-        states = model.get_decoder()(**step).last_hidden_state[:, -1]
+    with inject(model, row_layers, row_positions, embeds, "replace"), _swapped(model, blocks, kept):
+        states = model.get_decoder()(**inputs).last_hidden_state[:, -1]
     return states.view(batch, size, -1).transpose(0, 1)
+
+
+def _written(clean: Tensor, rows: Tensor, positions: Tensor, embeds: Tensor, size: int) -> Tensor:
+    """Clean states [B, S, D] repeated per group row, with `embeds` [B*G, P, D] written at `positions` of `rows`."""
+    states = clean.repeat_interleave(size, dim=0).clone()
+    which = rows.nonzero().squeeze(1)
+    states[which.unsqueeze(1), positions[which]] = embeds[which].to(states.dtype)
+    return states
 
 
 def _fork(cache):
@@ -285,7 +342,11 @@ def _swapped(model: nn.Module, old: nn.Module, new: nn.Module) -> Iterator[None]
 
 # ----------------------------------------------------------------------------- truncation check
 
-_TRUNCATION_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (ok, reason if not)
+# model -> (ok, reason if not), for injection at the last position only ("last") and at any
+# positions ("span": the step then has several tokens, which enter the truncated stack as states)
+_VERDICTS: dict[str, weakref.WeakKeyDictionary] = {"last": weakref.WeakKeyDictionary(),
+                                                   "span": weakref.WeakKeyDictionary()}
+_TRUNCATION_VERDICTS = _VERDICTS["last"]
 
 
 class _Mismatch(Exception):
@@ -301,20 +362,19 @@ def _tolerance(dtype: torch.dtype) -> float:
     return max(1e-5, 4 * torch.finfo(dtype).eps)
 
 
-def _check_sample(model: nn.Module, cache, last: dict, groups: list[list[int]], vecs: Tensor, got: Tensor) -> None:
+def _check_sample(model: nn.Module, step: _Step, groups: list[list[int]], vecs: Tensor, got: Tensor) -> None:
     """Raise _Mismatch unless the truncated logits `got` [L, B, V] equal the hook-based path on a sample.
 
     The sample, in one forward on the same prefix cache: the most and the least left-padded prompts,
     at each group's first layer (it enters as inputs_embeds; every truncation depth used), its
     second (hooked in a truncated stack) and the last layer (as the model's own last layer).
     """
-    mask = last.get("attention_mask")
+    mask = step.rest.get("attention_mask")
     lengths = mask.sum(1) if mask is not None else torch.zeros(vecs.shape[0])
     prompts = torch.tensor(sorted({int(lengths.argmin()), int(lengths.argmax())}))
     layers = sorted({g[i] for g in groups for i in (0, 1) if i < len(g)} | {vecs.shape[1] - 1})
-    sample = _fork(cache)
-    sample.batch_select_indices(prompts.to(model.get_input_embeddings().weight.device))
-    want = _hooked_group(model, sample, _select(last, prompts), layers, vecs[prompts], "replace")
+    sample = step.select(prompts, model.get_input_embeddings().weight.device)
+    want = _hooked_group(model, sample, layers, vecs[prompts], "replace")
     have = got.index_select(1, prompts.to(got.device)).index_select(0, torch.tensor(layers, device=got.device))
     scale = want.abs().max().item()
     tol = _tolerance(want.dtype)
@@ -326,23 +386,24 @@ def _check_sample(model: nn.Module, cache, last: dict, groups: list[list[int]], 
                         "or does more than its LM head after the decoder")
 
 
-def _first_truncated(model: nn.Module, inputs: dict, vecs: Tensor, rows_per_pass: int, explicit: bool) -> Tensor:
-    """The truncated sweep of a model not checked yet, checked on a sample of its own rows.
+def _first_truncated(model: nn.Module, step: _Step, vecs: Tensor, rows_per_pass: int, kind: str,
+                     explicit: bool) -> Tensor:
+    """The truncated sweep of a model not checked yet for `kind`, checked on a sample of its own rows.
 
     Passes: the model is remembered as supported. Differs or raises: remembered as not, with the
     reason, and the chunk is computed by the cached path, or for an explicit method="truncated" an
     error. If the cached path raises too, the fault is the input's: nothing is remembered.
     """
     try:
-        out = _sweep_prefixed(model, inputs, vecs, "replace", rows_per_pass, truncate=True, verify=True)
+        out = _sweep_prefixed(model, step, vecs, "replace", rows_per_pass, truncate=True, verify=True)
     except Exception as error:  # noqa: BLE001 - any failure of the truncated path means: use hooks
-        out = _sweep_prefixed(model, inputs, vecs, "replace", rows_per_pass, truncate=False)
+        out = _sweep_prefixed(model, step, vecs, "replace", rows_per_pass, truncate=False)
         reason = str(error) if isinstance(error, _Mismatch) else f"the check raised {type(error).__name__}: {error}"
-        _TRUNCATION_VERDICTS[model] = (False, reason)
+        _VERDICTS[kind][model] = (False, reason)
         if explicit:
             raise ValueError(f"method='truncated' does not apply to {type(model).__name__}: {reason}") from error
         return out
-    _TRUNCATION_VERDICTS[model] = (True, "")
+    _VERDICTS[kind][model] = (True, "")
     return out
 
 
@@ -397,11 +458,18 @@ def _probe_truncation(model: nn.Module) -> None:
         _TRUNCATION_VERDICTS[model] = (False, f"the check raised {type(error).__name__}: {error}")
 
 
-def truncation_verdict(model: nn.Module) -> tuple[bool, str] | None:
-    """(ok, reason if not) of the truncation check for `model`, or None if it has not run yet."""
-    return _TRUNCATION_VERDICTS.get(model)
+def truncation_verdict(model: nn.Module, kind: str = "last") -> tuple[bool, str] | None:
+    """(ok, reason if not) of the truncation check for `model`, or None if it has not run yet.
+
+    kind: "last" (injection at the last position only) or "span" (several positions: the states of
+    the tokens from the first injected one on enter the truncated stack).
+    """
+    if kind not in _VERDICTS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(_VERDICTS)}")
+    return _VERDICTS[kind].get(model)
 
 
 def forget_truncation_check(model: nn.Module) -> None:
     """Make the next truncated sweep of `model` check again (for benchmarks timing a first use)."""
-    _TRUNCATION_VERDICTS.pop(model, None)
+    for verdicts in _VERDICTS.values():
+        verdicts.pop(model, None)
