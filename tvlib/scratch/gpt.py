@@ -16,7 +16,8 @@ thousands of steps on the plateau where they predict 0 (see the emergence chapte
 
 Either model also accepts ``inputs_embeds`` ``[B, T, n_embd]`` directly. The decoder blocks live
 in ``self.blocks`` and each returns the residual stream ``[B, T, n_embd]``, so the task-vector
-engine (``tvlib.engine``) can read and overwrite it at any layer.
+engine (``tvlib.engine``) can read and overwrite it at any layer; each block's attention can also
+form its probabilities explicitly (``SelfAttention.fused``), where ``tvlib.engine.attention`` reads them.
 """
 
 from __future__ import annotations
@@ -59,19 +60,32 @@ class GPTConfig:
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head self-attention (fused scaled-dot-product kernel)."""
+    """Causal multi-head self-attention.
+
+    ``fused`` (the default) runs PyTorch's fused scaled-dot-product kernel, which never forms the
+    attention probabilities. ``fused = False`` computes them explicitly and passes them, ``[B, H,
+    T, T]``, through ``self.pattern`` (an identity): the hook site where
+    :mod:`tvlib.engine.attention` reads them. Both paths compute the same function.
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.fused = True
+        self.pattern = nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        else:
+            keep = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])
+            y = self.pattern(att.masked_fill(~keep, float("-inf")).softmax(dim=-1)) @ v
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
