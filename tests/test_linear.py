@@ -8,7 +8,7 @@ import torch
 from tvlib.linear import analysis as la
 from tvlib.linear.data import Prompts, build_prompts, n_tokens, sample_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
-from tvlib.linear.train import TrainConfig, clip_per_seed, dropout_keep, risk, train
+from tvlib.linear.train import TrainConfig, TrainResult, clip_per_seed, dropout_keep, risk, train, weight_decay_left
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -156,6 +156,41 @@ def test_dropout_keeps_the_query():
     assert dropout_keep(m, 100, 0.0, gen()) is None
 
 
+def test_learning_rate_halves_every_interval():
+    tcfg = TrainConfig(lr=0.01, halve_every=3)
+    assert [tcfg.learning_rate(step) for step in (0, 2, 3, 5, 6, 7)] == [0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025]
+    assert tcfg.learning_rate(np.arange(7)).tolist() == [tcfg.learning_rate(step) for step in range(7)]
+
+
+def test_weight_decay_left_is_the_product_over_the_schedule():
+    tcfg = TrainConfig(steps=4, halve_every=2, lr=0.1, weight_decay=0.5)
+    assert weight_decay_left(tcfg) == pytest.approx((1 - 0.05) ** 2 * (1 - 0.025) ** 2)
+    authors = TrainConfig()  # 20,001 steps, halved every 2,500: about 8 % of an untouched weight is left
+    assert weight_decay_left(authors) == pytest.approx(np.prod([1 - authors.learning_rate(t) * 0.05
+                                                                for t in range(20_001)]))
+
+
+def test_training_follows_the_schedule(monkeypatch):
+    """With the one schedule set to 0, AdamW moves nothing (no step, no decay)."""
+    monkeypatch.setattr(TrainConfig, "learning_rate", lambda self, step: 0.0)
+    res = train(ModelConfig("single", 2, 1), TrainConfig(steps=3, batch=4, n_seeds=1, eval_every=1, eval_batch=4))
+    assert torch.equal(res.model.D.detach(), res.D_init)
+
+
+def test_min_risk_is_the_best_seeds_final_risk():
+    res = TrainResult(model=model_for("single", 2, 1), D_init=torch.zeros(1), steps=[0, 1, 2],
+                      risk=torch.tensor([[9.0, 9.0], [1.0, 4.0], [3.0, 2.0]]), last_k=2)
+    assert res.final.tolist() == [2.0, 3.0] and res.min_risk == 2.0
+
+
+def test_fig4ab_cell():
+    assert la.fig4ab_passes(single_below=3.0, pairwise=2.0, triplet=2.5, single_above=1.0)
+    assert not la.fig4ab_passes(3.0, 2.0, 3.5, 1.0)  # triplet above S(L-1)
+    assert not la.fig4ab_passes(3.0, 0.5, 2.0, 1.0)  # pairwise below S(L)
+    assert not la.fig4ab_passes(3.0, 1.2, 2.5, 1.0)  # T/P = 2.08 > 1.5
+    assert la.fig4ab_passes(3.0, 1.2, 2.5, 1.0, max_ratio=2.5)
+
+
 def test_single_layer_optimum_by_monte_carlo():
     """Risk per coordinate of y_hat = (gamma/n) W X X^T x, simulated, against d(d+1)/(n+d+1)."""
     n, d, N = 6, 4, 200_000
@@ -186,6 +221,8 @@ def test_pattern_masks_and_share():
     D = torch.randn(9, 9) * masks["tv"]
     assert la.pattern_share(D, masks["tv"]).item() == pytest.approx(1.0)
     assert torch.equal(la.lambda4(D), D[0::3, 1::3])
+    stacked = torch.randn(2, 9, 9, generator=gen())  # n = 2: x tokens 0 and 3 on the query's arrow, token 7
+    assert torch.equal(la.final_arrow_weights(stacked), stacked[:, [0, 3], 7].abs())
     with pytest.raises(ValueError, match="'single'"):
         la.pattern_masks("single", 2)
 

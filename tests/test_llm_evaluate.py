@@ -124,3 +124,18 @@ def test_final_norm_is_found_or_named(tiny):
     assert evaluate.final_norm(model) is model.model.norm
     with pytest.raises(ValueError, match="looked for norm, ln_f"):
         evaluate.final_norm(torch.nn.Linear(2, 2))
+
+
+def test_task_sweep_holds_errors_and_the_layer_is_chosen_on_dev_prompts():
+    def run(dev, test, baseline, icl):
+        zeros = np.zeros(1, np.float32)
+        return evaluate.TaskRun("t", baseline, icl, np.array(dev, np.float32), np.array(test, np.float32), [0],
+                                zeros, zeros, zeros, torch.zeros(3, 2))
+
+    one = run([0.25, 1.0, 1.0], [1.0, 0.5, 0.75], baseline=0.25, icl=1.0)
+    assert one.best_layer == 1 and one.tv == 0.5  # chosen on dev (the first of a tie), reported on test
+    sweep = evaluate.task_sweep([one, run([1.0, 0.0, 0.0], [0.5, 0.5, 0.5], baseline=0.75, icl=0.5)])
+    assert sweep.by_layer.tolist() == [[0.0, 0.5, 0.25], [0.5, 0.5, 0.5]]  # errors: 1 - accuracy
+    assert sweep.zero_shot.tolist() == [0.75, 0.25] and sweep.icl.tolist() == [0.0, 0.5]
+    assert sweep.dev_by_layer.tolist() == [[0.75, 0.0, 0.0], [0.0, 1.0, 1.0]]
+    assert sweep.learned_icl  # mean ICL error 0.25 is half the mean zero-shot error 0.5

@@ -117,3 +117,25 @@ def grouped_bars(ax: Axes, groups: Sequence[str], series: Mapping[str, Sequence[
     ax.set_xticks(range(len(groups)), groups)
     ax.legend(fontsize="small")
     return ax
+
+
+# --- LLM and linear-model figures
+
+
+def accuracy_by_layer(ax: Axes, layers: Sequence[int], curves: Mapping[str, Sequence[float]],
+                      icl: float | None = None, *, xlabel: str = "injection layer", ylabel: str = "test accuracy",
+                      title: str = "") -> Axes:
+    """Accuracies (or other fractions in [0, 1]) by layer, one line per curve, ICL dashed in black.
+
+    ``layers`` may be a strided subset of the model's layers, as for the LLM chapter's other
+    injections; :func:`quality_by_layer` draws a full :class:`~tvlib.analysis.LayerSweep`.
+    """
+    for name, values in curves.items():
+        if len(values) != len(layers):
+            raise ValueError(f"curve {name!r} has {len(values)} values for {len(layers)} layers")
+        ax.plot(layers, values, marker=".", label=name)
+    if icl is not None:
+        ax.axhline(icl, color="k", **ICL_STYLE, label="ICL")
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(-0.05, 1.05), title=title)
+    ax.legend(fontsize="small")
+    return ax

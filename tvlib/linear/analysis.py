@@ -60,6 +60,12 @@ def lambda4(D: Tensor) -> Tensor:
     return D[..., 0::3, 1::3]
 
 
+def final_arrow_weights(D: Tensor) -> Tensor:
+    """|beta|: the weights [..., n] of the n demonstrations' x tokens on the query's arrow (Prop. 5),
+    from a triplet layer's D [..., T, T]."""
+    return lambda4(D)[..., :-1, -1].abs()
+
+
 def prop3_stats(L4: Tensor) -> dict[str, Tensor]:
     """How far G = Lambda_4 Lambda_4^T is from lambda diag(I_n, 0) (Proposition 3), per model.
 
@@ -76,6 +82,13 @@ def prop3_stats(L4: Tensor) -> dict[str, Tensor]:
     return {"offdiag": off.pow(2).sum((-1, -2)).div(n * (n - 1)).sqrt() / scale,
             "diag_cv": diag.std(-1) / scale,
             "last_row": G[..., n, :].pow(2).mean(-1).sqrt() / scale}
+
+
+def fig4ab_passes(single_below: float, pairwise: float, triplet: float, single_above: float,
+                  max_ratio: float = 1.5) -> bool:
+    """One (L, n) cell of Fig. 4a/b: S(L-1) > max(P, T), min(P, T) > S(L) and max/min(P, T) <= max_ratio."""
+    hi, lo = max(pairwise, triplet), min(pairwise, triplet)
+    return single_below > hi and lo > single_above and hi / lo <= max_ratio
 
 
 def normalised_risk(pred: Tensor, y: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +47,16 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
+    def learning_rate(self, step: int | np.ndarray) -> float | np.ndarray:
+        """The authors' schedule: ``lr`` halved every ``halve_every`` steps (step 0 is the first)."""
+        return self.lr * 0.5 ** (step // self.halve_every)
+
+
+def weight_decay_left(tcfg: TrainConfig) -> float:
+    """The factor prod_t (1 - lr_t * weight_decay) to which AdamW's decoupled decay alone shrinks a
+    weight over the run: what is left of an initial value that no gradient ever moves."""
+    return float(np.prod(1 - tcfg.learning_rate(np.arange(tcfg.steps)) * tcfg.weight_decay))
+
 
 @dataclass
 class TrainResult:
@@ -61,6 +72,11 @@ class TrainResult:
     def final(self) -> Tensor:
         """The paper's per-seed risk: the mean over the last ``last_k`` checkpoints, [S]."""
         return self.risk[-self.last_k:].mean(0)
+
+    @property
+    def min_risk(self) -> float:
+        """The paper's risk of a configuration: the best seed's :attr:`final` risk."""
+        return self.final.min().item()
 
 
 def dropout_keep(model: LinearTransformer, batch: int, p: float, gen: torch.Generator) -> Tensor | None:
@@ -99,7 +115,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
     steps, curve = [], []
     for step in range(tcfg.steps):
         for group in opt.param_groups:
-            group["lr"] = tcfg.lr * 0.5 ** (step // tcfg.halve_every)
+            group["lr"] = tcfg.learning_rate(step)
         batch = sample_prompts((tcfg.n_seeds, tcfg.batch), mcfg.n, mcfg.d, mcfg.layout, g_data, device=dev)
         keep = dropout_keep(model, tcfg.batch, tcfg.dropout, g_data)
         loss = risk(model, batch, keep).sum()

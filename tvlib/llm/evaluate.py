@@ -14,6 +14,7 @@ and adds instead of replacing; these probe where the task lives in the model (ou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from tvlib import engine
+from tvlib.analysis import LayerSweep
 from tvlib.llm.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
 
 
@@ -154,14 +156,25 @@ class TaskRun:
     mean_tv: Tensor  # [L, D] task vector averaged over test prompts (for decoding)
 
     @property
+    def sweep(self) -> LayerSweep:
+        """TaskV by layer as the book's errors, ``1 - accuracy``, with the dev errors that choose the layer."""
+        return LayerSweep(1 - self.tv_test, 1 - np.array([self.baseline]), 1 - np.array([self.icl]),
+                          dev_by_layer=1 - self.tv_dev)
+
+    @property
     def best_layer(self) -> int:
-        """Injection layer chosen on dev prompts (first best)."""
-        return int(np.argmax(self.tv_dev))
+        """Injection layer chosen on dev prompts (the first best): the sweep's rule."""
+        return self.sweep.best_layer
 
     @property
     def tv(self) -> float:
         """Test accuracy of TaskV at the dev-chosen layer."""
         return float(self.tv_test[self.best_layer])
+
+
+def task_sweep(runs: Sequence[TaskRun]) -> LayerSweep:
+    """One task's runs (one per seed) as one sweep of errors; its guard says whether ICL solves the task."""
+    return LayerSweep.over_seeds([r.sweep for r in runs])
 
 
 def _answers(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
