@@ -1,8 +1,8 @@
 """Synthetic task families for in-context learning from scratch, and their prompt formats.
 
 A *task family* samples per-prompt task parameters (a weight vector, a sinusoid, an offset,
-a finite automaton, a token map), inputs, and labels, every draw from an explicit ``torch.Generator``. A
-*format* lays a prompt out as a token sequence:
+a finite automaton, a token map), inputs, and labels, every draw from an explicit
+``torch.Generator``. A *format* lays a prompt out as a token sequence:
 
 * ``pairwise``: ``x1 y1 x2 y2 ... xk`` -- the answer to ``x_i`` is read at ``x_i``;
 * ``triplet``:  ``x1 -> y1 ... xk ->`` -- the answer is read at the arrow, a learned embedding
