@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tvlib.llm import load
 from tvlib.llm import wordtasks as wt
 
 
@@ -30,7 +31,8 @@ def test_every_task_is_a_function_with_enough_pairs():
 
 
 def test_word_lists_are_ours_and_well_formed():
-    assert wt.word_lists() == ["antonym", "country_capital", "english_french", "present_past", "singular_plural"]
+    assert wt.word_lists() == ["antonym", "country_capital", "english_french", "english_spanish", "present_gerund",
+                               "present_past", "singular_plural"]
     for name in wt.word_lists():
         pairs = wt.load_pairs(name)
         assert all(x.strip() == x and y.strip() == y and x and y for x, y in pairs), name
@@ -87,3 +89,44 @@ def test_too_few_pairs_is_a_clear_error():
     task = wt.WordTask("tiny", (("a", "b"), ("c", "d")))
     with pytest.raises(ValueError, match="'tiny' has 2 pairs"):
         wt.sample_prompts(task, task.pairs, n_shots=5, n_dummies=2, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["present_gerund", "english_spanish"])
+def test_new_lists_are_one_to_one_so_the_bijection_keeps_every_pair(name):
+    pairs = wt.load_pairs(name)
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    assert len(set(xs)) == len(xs) and len(set(ys)) == len(ys)  # no duplicate x or y
+    assert not set(xs) & set(ys)  # no word on both sides
+    assert len(pairs) >= 60
+    assert len(wt.load_task(f"bij_{name}").pairs) == 2 * len(pairs)
+    assert wt.load_task(wt.directions(name)["Y->X"]).pairs == wt.inverse(pairs)
+
+
+def test_directions_name_each_maps_inverse_and_bijection():
+    assert wt.directions("present_gerund") == {"X->Y": "present_gerund", "Y->X": "gerund_present",
+                                               "X<->Y": "bij_present_gerund"}
+    assert wt.directions("antonym") == {"X->Y": "antonym", "X<->Y": "bij_antonym"}
+    for name in list(wt.BIJECTION_OF.values()) + list(wt.INVERSE_OF.values()):
+        assert set(wt.directions(name).values()) <= set(wt.task_names()), name
+    with pytest.raises(ValueError, match="'copy' is not a one-way map.*valid: antonym, english_french"):
+        wt.directions("copy")
+
+
+RANK_LIMIT_TASKS = ["present_gerund", "gerund_present", "bij_present_gerund",
+                    "english_spanish", "spanish_english", "bij_english_spanish"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """SmolLM2-135M's tokenizer, from the converted model that load_llm reads (converted on first use)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(load.cached_model_dir("smollm2-135m"))
+
+
+def test_new_lists_survive_the_first_token_rule_with_smollm2(smollm2_tokenizer):
+    table = wt.survival_table(smollm2_tokenizer, RANK_LIMIT_TASKS)
+    for name in RANK_LIMIT_TASKS:
+        kept = wt.first_token_filter(wt.load_task(name), smollm2_tokenizer)
+        assert table.loc[name, "kept"] == len(kept.pairs) >= 40, name
+    assert table.loc["bij_english_spanish", "kind"] == "bijection"

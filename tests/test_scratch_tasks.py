@@ -165,3 +165,131 @@ def test_least_squares_error_is_exact_from_d_examples_on():
     assert abs(errs[0].item() - 1.0) < 0.15  # predicting 0: E[y^2] = 1
     assert errs[1].item() > 0.3 and errs[2].item() > 0.1  # underdetermined fits miss
     assert errs[3:].max().item() < 1e-8  # d = 3 examples determine w
+
+
+# ----------------------------------------------------------------------------- token maps
+
+MAP = dict(vocab=8)  # X = 0..3, Y = 4..7, arrow 8
+
+
+def map_prompts(kind: str, n: int, k: int, seed: int = 0, vocab: int = 8) -> tasks.Prompts:
+    return tasks.sample_prompts(tasks.TokenMap(vocab=vocab, kind=kind), "triplet", n, k, gen(seed))
+
+
+def demos_and_query(p: tasks.Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The demonstrations' inputs ``[n, k-1]`` and the query ``[n]`` of triplet prompts."""
+    xs = p.inputs["input_ids"][:, ::3]
+    return xs[:, :-1], xs[:, -1]
+
+
+@pytest.mark.parametrize("kind", tasks.MAP_KINDS)
+def test_token_map_tables_are_involutions(kind):
+    task = tasks.TokenMap(kind=kind, **MAP)
+    partner = task.sample_tasks(200, gen())
+    rows = torch.arange(200)[:, None]
+    assert torch.equal(partner[rows, partner], torch.arange(8).expand(200, -1))  # partner of partner
+    assert task.model_kwargs() == {"vocab_size": 9}
+
+
+def test_bijection_labels_are_the_partner_in_both_directions():
+    task = tasks.TokenMap(kind="bijection", **MAP)
+    partner = task.sample_tasks(100, gen())
+    assert (partner[:, :4] >= 4).all() and (partner[:, 4:] < 4).all()  # X -> Y and Y -> X
+    xs = torch.arange(4).expand(100, -1)
+    ys = task.label(partner, xs)
+    assert torch.equal(task.label(partner, ys), xs)
+    assert sorted(ys[0].tolist()) == [4, 5, 6, 7]  # a bijection X -> Y
+    assert len({tuple(r) for r in ys.tolist()}) > 10  # each prompt its own map
+
+
+def test_one_way_and_inverse_share_a_map_and_undo_each_other():
+    one, inv = tasks.TokenMap(kind="one_way", **MAP), tasks.TokenMap(kind="inverse", **MAP)
+    partner = one.sample_tasks(50, gen(3))
+    assert torch.equal(partner, inv.sample_tasks(50, gen(3)))
+    xs = one.sample_x(50, 6, gen(4))
+    ys = one.label(partner, xs)
+    assert (xs < 4).all() and (ys >= 4).all()
+    assert torch.equal(inv.label(partner, ys), xs)
+    assert (inv.sample_x(50, 6, gen(4)) >= 4).all()
+    assert torch.equal(one.domain, torch.arange(4)) and torch.equal(inv.domain, torch.arange(4, 8))
+
+
+def test_copy_and_involution_labels():
+    p = map_prompts("copy", 50, 5)
+    assert torch.equal(p.targets, p.inputs["input_ids"][:, ::3])
+    task = tasks.TokenMap(kind="involution", **MAP)
+    partner = task.sample_tasks(500, gen())
+    assert (partner != torch.arange(8)).all()  # no fixed points
+    within_x = (partner[:, :4] < 4).any(1)
+    assert 0.2 < within_x.float().mean() < 1.0  # pairs are not forced across X and Y
+    p = map_prompts("involution", 50, 5)
+    xs = p.inputs["input_ids"][:, ::3]
+    assert (p.targets != xs).all()
+
+
+@pytest.mark.parametrize("kind", tasks.EXCLUDES_INVERSE_PAIR)
+def test_the_querys_inverse_pair_is_never_a_demonstration(kind):
+    n, k = 4000, 8
+    task = tasks.TokenMap(kind=kind, **MAP)
+    partner = task.sample_tasks(n, gen(1))
+    p = tasks.sample_prompts(task, "triplet", n, k, gen(2), tasks=partner)
+    demos, query = demos_and_query(p)
+    answer = p.targets[:, -1]
+    assert torch.equal(answer, partner.gather(1, query[:, None])[:, 0])
+    ids = p.inputs["input_ids"]
+    demo_pairs = torch.stack([ids[:, 0:-2:3], ids[:, 2::3]], dim=-1)  # (x_i, y_i) of the demonstrations
+    inverse_pair = torch.stack([answer, query], dim=-1)[:, None]
+    assert not (demo_pairs == inverse_pair).all(-1).any()  # never (partner(q) -> q) ...
+    assert not (demos == answer[:, None]).any()  # ... nor any demonstration of input partner(q)
+    own_pair = (demos == query[:, None]).any(1).float().mean()
+    assert abs(own_pair - (1 - (6 / 7) ** (k - 1))) < 0.03  # demos uniform over the 7 other tokens
+    counts = torch.bincount(demos.flatten(), minlength=8).float()
+    assert counts.min() / counts.max() > 0.9 and torch.bincount(query, minlength=8).min() > 400
+
+
+def test_without_exclusion_the_inverse_pair_would_occur():
+    """The check above can fail: one-way-style sampling over X u Y does show inverse pairs."""
+    task = tasks.TokenMap(kind="bijection", **MAP)
+    partner = task.sample_tasks(1000, gen(1))
+    xs = tasks.TokenMap(kind="copy", **MAP).sample_x(1000, 8, gen(2))  # uniform over X u Y
+    answer = partner.gather(1, xs[:, -1:])
+    assert (xs[:, :-1] == answer).any(1).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("kind", tasks.MAP_KINDS)
+def test_token_map_prompts_are_seeded(kind):
+    a, b, c = (map_prompts(kind, 16, 6, seed) for seed in (1, 1, 2))
+    assert torch.equal(a.inputs["input_ids"], b.inputs["input_ids"]) and torch.equal(a.targets, b.targets)
+    assert not torch.equal(a.inputs["input_ids"], c.inputs["input_ids"])
+    zero = map_prompts(kind, 16, 1, 1)  # zero-shot: the query alone, no table needed
+    assert zero.inputs["input_ids"].shape == (16, 2) and (zero.inputs["input_ids"][:, -1] == 8).all()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"kind": "antonym"}, "unknown map kind 'antonym'; valid kinds: one_way, inverse, bijection, copy, involution"),
+    ({"vocab": 7}, "vocab must be even and >= 4.*got 7"),
+    ({"vocab": 2}, "vocab must be even and >= 4.*got 2"),
+])
+def test_bad_token_map_sizes_and_kinds_are_rejected(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tasks.make_task("map", **kw)
+
+
+def test_bijection_inputs_need_the_maps():
+    with pytest.raises(ValueError, match="'bijection' keeps each query's inverse pair.*needs the 5 prompts'"):
+        tasks.TokenMap(kind="bijection").sample_x(5, 3, gen())
+
+
+def test_token_map_trains_and_evaluates_from_a_config(tmp_path):
+    from conftest import TINY_RUN
+
+    from tvlib.scratch import evaluate, train
+
+    with pytest.raises(ValueError, match="valid kinds: one_way"):
+        train.TrainConfig(task="map", map_kind="swap", **TINY_RUN)
+    cfg = train.TrainConfig(task="map", map_kind="bijection", vocab=8, steps=3, **TINY_RUN)
+    assert cfg.make_task() == tasks.TokenMap(vocab=8, kind="bijection")
+    model, log = train.train(cfg, cache=tmp_path)
+    assert len(log) == 3 and all(math.isfinite(r["icl"]) for r in log)
+    result = evaluate.tv_errors(model, cfg.make_task(), cfg.layout, k=4, n=16, seed=0)
+    assert result.layers.shape == (cfg.n_layer,) and 0 <= result.icl <= 1

@@ -3,7 +3,8 @@
 A task is a function from input words to output words, given as (x, y) pairs. Letter tasks are
 generated in code; word lists live in ``tvlib/llm/data/*.json`` and were written by hand for this
 book. A bijection task (Dong et al., Sec. 4) is the union of a map and its inverse, kept only
-where that union is still a function.
+where that union is still a function. :data:`INVERSE_OF` and :data:`BIJECTION_OF` name the tasks
+derived from a map; :func:`directions` gives a map's X->Y, Y->X and X<->Y tasks (Table 1's columns).
 
 Prompts are lines ``example:{x}->{y}`` joined by newlines, ending in the query ``example:{x}->``
 (:class:`Template`). Evaluation scores the first generated token, so :func:`first_token_filter`
@@ -93,27 +94,41 @@ UPPER = string.ascii_uppercase
 
 
 def _one_way() -> dict[str, tuple[Pair, ...]]:
-    """Every one-way task's pairs."""
-    lower_upper = tuple(zip(LOWER, UPPER))
-    english_french = load_pairs("english_french")
-    return {
-        "lower_upper": lower_upper,
-        "upper_lower": inverse(lower_upper),
+    """Every one-way task's pairs: the maps, then their inverses (:data:`INVERSE_OF`)."""
+    maps = {
+        "lower_upper": tuple(zip(LOWER, UPPER)),
         "copy": tuple((c, c) for c in LOWER + UPPER),
         "next_letter": tuple(zip(LOWER[:-1], LOWER[1:])),
         "prev_letter": tuple(zip(LOWER[1:], LOWER[:-1])),
-        "antonym": load_pairs("antonym"),
-        "country_capital": load_pairs("country_capital"),
-        "english_french": english_french,
-        "french_english": inverse(english_french),
-        "present_past": load_pairs("present_past"),
-        "singular_plural": load_pairs("singular_plural"),
+        **{name: load_pairs(name) for name in ("antonym", "country_capital", "english_french", "present_past",
+                                               "singular_plural", "present_gerund", "english_spanish")},
     }
+    return maps | {name: inverse(maps[of]) for name, of in INVERSE_OF.items()}
 
 
+# Derived tasks, each named after the one-way map it is built from.
+INVERSE_OF = {"upper_lower": "lower_upper", "french_english": "english_french", "past_present": "present_past",
+              "plural_singular": "singular_plural", "gerund_present": "present_gerund",
+              "spanish_english": "english_spanish"}
 BIJECTION_OF = {"bij_lower_upper": "lower_upper", "bij_english_french": "english_french",
                 "bij_present_past": "present_past", "bij_singular_plural": "singular_plural",
-                "bij_antonym": "antonym"}
+                "bij_antonym": "antonym", "bij_present_gerund": "present_gerund",
+                "bij_english_spanish": "english_spanish"}
+DIRECTIONS = ("X->Y", "Y->X", "X<->Y")  # Dong et al.'s Table 1 columns
+
+
+def directions(name: str) -> dict[str, str]:
+    """The tasks of the one-way map ``name`` (X -> Y), of its inverse and of its bijection, by direction.
+
+    Only the directions that exist are returned: ``antonym`` has no separate inverse task.
+    """
+    inverse_task = {of: inv for inv, of in INVERSE_OF.items()}
+    bijection_task = {of: bij for bij, of in BIJECTION_OF.items()}
+    if name not in inverse_task and name not in bijection_task:
+        valid = sorted(set(inverse_task) | set(bijection_task))
+        raise ValueError(f"{name!r} is not a one-way map with an inverse or a bijection; valid: {', '.join(valid)}")
+    found = zip(DIRECTIONS, (name, inverse_task.get(name), bijection_task.get(name)))
+    return {direction: task for direction, task in found if task is not None}
 
 
 def task_names() -> list[str]:

@@ -1,8 +1,8 @@
 """Synthetic task families for in-context learning from scratch, and their prompt formats.
 
 A *task family* samples per-prompt task parameters (a weight vector, a sinusoid, an offset,
-a finite automaton), inputs, and labels, every draw from an explicit ``torch.Generator``. A
-*format* lays a prompt out as a token sequence:
+a finite automaton, a token map), inputs, and labels, every draw from an explicit
+``torch.Generator``. A *format* lays a prompt out as a token sequence:
 
 * ``pairwise``: ``x1 y1 x2 y2 ... xk`` -- the answer to ``x_i`` is read at ``x_i``;
 * ``triplet``:  ``x1 -> y1 ... xk ->`` -- the answer is read at the arrow, a learned embedding
@@ -31,13 +31,18 @@ LAYOUTS = ("pairwise", "triplet")
 
 
 class Task(Protocol):
-    """What a task family provides; ``discrete`` tasks have long labels, others float."""
+    """What a task family provides; ``discrete`` tasks have long labels, others float.
+
+    ``sample_x`` gets the prompts' task parameters as ``tasks``; only a family whose inputs
+    depend on the task uses them (:class:`TokenMap` keeps each query's inverse pair out of its
+    demonstrations), the others ignore them and may be called without.
+    """
 
     discrete: bool
 
     def model_kwargs(self) -> dict[str, int]: ...
     def sample_tasks(self, n: int, gen: torch.Generator) -> Tensor: ...
-    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor: ...
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor: ...
     def label(self, tasks: Tensor, xs: Tensor) -> Tensor: ...
 
 
@@ -55,7 +60,7 @@ class LinearRegression:
     def sample_tasks(self, n: int, gen: torch.Generator) -> Tensor:
         return torch.randn(n, self.n_dims, generator=gen)
 
-    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor:
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor:
         return self.x_scale * torch.randn(n, k, self.n_dims, generator=gen)
 
     def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
@@ -79,7 +84,7 @@ class Sinusoid:
         u = torch.rand(n, 3, generator=gen)
         return torch.stack([0.5 + u[:, 0], 0.5 + u[:, 1], 2 * math.pi * u[:, 2]], dim=1)
 
-    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor:
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor:
         return self.x_scale * math.pi * (2 * torch.rand(n, k, 1, generator=gen) - 1)
 
     def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
@@ -113,11 +118,97 @@ class TokenOffset:
         choices = self.offset_set
         return choices[torch.randint(len(choices), (n,), generator=gen)]
 
-    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor:
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor:
         return torch.randint(self.vocab, (n, k), generator=gen)
 
     def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
         return (xs + tasks[:, None]) % self.vocab
+
+
+MAP_KINDS = ("one_way", "inverse", "bijection", "copy", "involution")
+EXCLUDES_INVERSE_PAIR = ("bijection", "involution")  # kinds whose query's inverse pair can be a demo
+
+
+@dataclass(frozen=True)
+class TokenMap:
+    """A random token map per prompt: the token analogue of Dong et al.'s bijection tasks.
+
+    Our reconstruction (the paper tests bijections on LLMs only). Tokens ``0 .. vocab-1`` split
+    into X = ``0 .. m-1`` and Y = ``m .. 2m-1`` (m = vocab / 2); the arrow is token ``vocab``.
+    A task is a partner table ``[vocab]`` with label(x) = partner[x]; it is always an involution
+    (partner[partner[t]] = t). Each prompt draws its own table. Kinds (``MAP_KINDS``):
+
+    * ``one_way``: x in X, y = s(x) for a uniformly random bijection s: X -> Y;
+    * ``inverse``: x in Y, y = s^-1(x);
+    * ``bijection``: x in X u Y, y = its partner under s or s^-1 (a map united with its inverse);
+    * ``copy``: x in X u Y, y = x;
+    * ``involution``: x in X u Y, y = p(x) for a uniformly random pairing p of all ``vocab``
+      tokens, with no X/Y split and no fixed points (no word is its own antonym): the token
+      analogue of antonym, an involution on one set.
+
+    Inputs are drawn uniformly and independently from the kind's domain, so demonstrations may
+    repeat and may include the query's own pair -- here the only way to know a fresh map's
+    answer. Unlike Dong et al.'s sampler, a ``bijection`` or ``involution`` query's inverse pair
+    (partner(q) -> q) never appears as a demonstration: it would hand ICL the answer by a
+    backward look-up. Demonstrations are then uniform over the domain minus partner(q), which is
+    why :meth:`sample_x` needs the prompts' tables. (For copy the inverse pair is the query's own.)
+    """
+
+    vocab: int = 16
+    kind: str = "one_way"
+    discrete: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in MAP_KINDS:
+            raise ValueError(f"unknown map kind {self.kind!r}; valid kinds: {', '.join(MAP_KINDS)}")
+        if self.vocab < 4 or self.vocab % 2:
+            raise ValueError(f"vocab must be even and >= 4 (X and Y of vocab / 2 >= 2 tokens each), "
+                             f"got {self.vocab}")
+
+    @property
+    def m(self) -> int:
+        """Tokens in each of X and Y."""
+        return self.vocab // 2
+
+    @property
+    def domain(self) -> Tensor:
+        """The token ids inputs are drawn from."""
+        lo, size = {"one_way": (0, self.m), "inverse": (self.m, self.m)}.get(self.kind, (0, self.vocab))
+        return torch.arange(lo, lo + size)
+
+    def model_kwargs(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab + 1}  # + the arrow token, id = vocab
+
+    def sample_tasks(self, n: int, gen: torch.Generator) -> Tensor:
+        rows = torch.arange(n)[:, None]
+        if self.kind == "copy":
+            return torch.arange(self.vocab).expand(n, -1).clone()
+        if self.kind == "involution":  # shuffle all tokens, pair neighbours
+            order = torch.rand(n, self.vocab, generator=gen).argsort(1)
+            a, b = order[:, 0::2], order[:, 1::2]
+        else:  # a random bijection X -> Y, stored with its inverse
+            a = torch.arange(self.m).expand(n, -1)
+            b = self.m + torch.rand(n, self.m, generator=gen).argsort(1)
+        partner = torch.empty(n, self.vocab, dtype=torch.long)
+        partner[rows, a], partner[rows, b] = b, a
+        return partner
+
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor:
+        domain = self.domain
+        if self.kind not in EXCLUDES_INVERSE_PAIR:
+            return domain[torch.randint(len(domain), (n, k), generator=gen)]
+        query = torch.randint(self.vocab, (n, 1), generator=gen)
+        if k == 1:
+            return query
+        if tasks is None or len(tasks) != n:
+            raise ValueError(f"{self.kind!r} keeps each query's inverse pair out of its demonstrations, so "
+                             f"sample_x needs the {n} prompts' partner tables as tasks")
+        banned = tasks.gather(1, query)  # the query's partner: its inverse pair's input
+        demos = torch.randint(self.vocab - 1, (n, k - 1), generator=gen)
+        return torch.cat([demos + (demos >= banned).long(), query], dim=1)
+
+    def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
+        return tasks.gather(1, xs)
 
 
 ACCEPT_BAND = (0.25, 0.75)  # allowed fraction of accepted strings of a sampled DFA
@@ -179,7 +270,7 @@ class RegularLanguage:
             dfas = torch.cat([dfas, candidates[(rate >= lo) & (rate <= hi)]])
         return dfas[:n]
 
-    def sample_x(self, n: int, k: int, gen: torch.Generator) -> Tensor:
+    def sample_x(self, n: int, k: int, gen: torch.Generator, tasks: Tensor | None = None) -> Tensor:
         return torch.randint(self.n_symbols, (n, k, self.length), generator=gen)
 
     def label(self, tasks: Tensor, xs: Tensor) -> Tensor:
@@ -191,7 +282,7 @@ class RegularLanguage:
 
 
 TASKS = {"linear": LinearRegression, "sinusoid": Sinusoid, "offset": TokenOffset,
-         "dfa": RegularLanguage}
+         "dfa": RegularLanguage, "map": TokenMap}
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -263,7 +354,7 @@ def sample_prompts(task: Task, layout: str, n: int, k: int, gen: torch.Generator
     if k < 1:
         raise ValueError(f"a prompt needs k >= 1 examples, got {k}")
     tasks = task.sample_tasks(n, gen) if tasks is None else tasks
-    xs = task.sample_x(n, k, gen)
+    xs = task.sample_x(n, k, gen, tasks)
     return build_prompts(task, layout, xs, task.label(tasks, xs))
 
 

@@ -37,7 +37,8 @@ class TrainConfig:
 
     task: str = "linear"  # a key of tvlib.scratch.tasks.TASKS
     n_dims: int = 4  # linear regression only
-    vocab: int = 16  # token offset only
+    vocab: int = 16  # token offset and token map only (the map's X and Y have vocab / 2 tokens each)
+    map_kind: str = "one_way"  # token map only: a kind of tvlib.scratch.tasks.MAP_KINDS
     n_states: int = 3  # dfa only: states of each prompt's automaton
     n_symbols: int = 2  # dfa only: alphabet size
     length: int = 4  # dfa only: symbols per input string
@@ -76,6 +77,7 @@ class TrainConfig:
     def make_task(self, **overrides) -> tasks.Task:
         """The run's task family; ``overrides`` (e.g. ``x_scale=2``) build a shifted variant."""
         size = {"linear": {"n_dims": self.n_dims}, "offset": {"vocab": self.vocab},
+                "map": {"vocab": self.vocab, "kind": self.map_kind},
                 "dfa": {"n_states": self.n_states, "n_symbols": self.n_symbols, "length": self.length}}
         return tasks.make_task(self.task, **size.get(self.task, {}) | overrides)
 
