@@ -173,6 +173,22 @@ def test_start_rejects_bad_profile_and_device():
         tvbook.start("t", "fast", "cpu", 0)
     with pytest.raises(ValueError, match="device 'gpu' is not one of"):
         tvbook.start("t", "quick", "gpu", 0)
+    with pytest.raises(ValueError, match="threads must be >= 1 .*got 0"):
+        tvbook.start("t", "quick", "cpu", 0, threads=0)
+
+
+def test_start_sets_the_thread_count_only_when_asked():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tvbook.start("t", "quick", "cpu", 0)
+        assert torch.get_num_threads() == 2
+        tvbook.start("t", "quick", "cpu", 0, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_grade():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tvlib.scratch import baselines, tasks
+from tvlib.scratch import tasks
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -145,26 +145,6 @@ def test_multi_token_layout(layout, ids, answers):
 def test_bad_dfa_sizes_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         tasks.make_task("dfa", **kw)
-
-
-def test_majority_vote_error_by_hand():
-    labels = torch.tensor([5, 6])
-    targets = torch.tensor([[5, 5, 6, 5], [6, 5, 5, 5]])
-    # row 0: tie -> 0.5; 5 seen -> right; 5,5 -> predicts 5, wrong; 5,5,6 -> right
-    # row 1: tie -> 0.5; 6 seen -> wrong; tie 1:1 -> 0.5; 5,5 vs 6 -> right
-    want = torch.tensor([0.5, 0.5, 0.75, 0.0])
-    assert torch.allclose(baselines.majority_vote_error(targets, labels), want)
-
-
-def test_least_squares_error_is_exact_from_d_examples_on():
-    task = tasks.LinearRegression(n_dims=3)
-    gen = torch.Generator().manual_seed(0)
-    w = task.sample_tasks(500, gen)
-    xs = task.sample_x(500, 6, gen)
-    errs = baselines.least_squares_error(xs, task.label(w, xs))
-    assert abs(errs[0].item() - 1.0) < 0.15  # predicting 0: E[y^2] = 1
-    assert errs[1].item() > 0.3 and errs[2].item() > 0.1  # underdetermined fits miss
-    assert errs[3:].max().item() < 1e-8  # d = 3 examples determine w
 
 
 # ----------------------------------------------------------------------------- token maps

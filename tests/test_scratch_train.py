@@ -109,4 +109,4 @@ def test_dfa_trains_with_the_tvp_loss_and_evaluates(tmp_path, layout):
     task = cfg.make_task()
     assert icl_errors(model, task, layout, k=4, n=16, seed=0).shape == (4,)
     res = tv_errors(model, task, layout, k=4, n=16, seed=0)
-    assert res.layers.shape == (cfg.n_layer,) and 0 <= res.zero_shot <= 1
+    assert res.curve.shape == (cfg.n_layer,) and 0 <= res.zero_shot_mean <= 1

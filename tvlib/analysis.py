@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 ICL_GUARD = 0.5  # ICL must at least halve the zero-shot error
+# How a claim's criterion names the rule: "... the model learned ICL (ICL_RULE); then ...".
+ICL_RULE = f"the book's rule, ICL error <= {ICL_GUARD:g} x zero-shot error"
 
 
 def learned_icl(zero_shot: float, icl: float) -> bool:
@@ -33,8 +35,27 @@ def recovery(zero_shot: float, icl: float, tv: float) -> float:
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
     """'mean ± std' over seeds (std only with more than one value)."""
     values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("mean_std needs at least one value")
     text = f"{values.mean():.{digits}f}"
     return text + (f" ± {values.std():.{digits}f}" if values.size > 1 else "")
+
+
+def _per_seed(name: str, values, n_seeds: int) -> np.ndarray:
+    """``values`` as a float array ``[S]`` (a scalar is one seed), or a clear error."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    if values.shape != (n_seeds,):
+        raise ValueError(f"{name} must have one value per seed, shape ({n_seeds},); got {values.shape}")
+    return values
+
+
+def _by_layer(name: str, values) -> np.ndarray:
+    """``values`` as a float array ``[S, L]`` (one curve ``[L]`` is one seed), or a clear error."""
+    values = np.asarray(values, dtype=float)
+    values = values[None] if values.ndim == 1 else values
+    if values.ndim != 2 or 0 in values.shape:
+        raise ValueError(f"{name} must be [S, L] (seed x layer) or [L], non-empty; got shape {values.shape}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -53,18 +74,12 @@ class LayerSweep:
     dev_by_layer: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        by_layer, zero_shot, icl = (np.atleast_1d(np.asarray(a, dtype=float))
-                                    for a in (self.by_layer, self.zero_shot, self.icl))
-        by_layer = by_layer[None] if by_layer.ndim == 1 else by_layer
-        if by_layer.ndim != 2 or zero_shot.shape != (by_layer.shape[0],) or icl.shape != zero_shot.shape:
-            raise ValueError(f"by_layer must be [S, L] and zero_shot, icl [S]; got {by_layer.shape}, "
-                             f"{zero_shot.shape}, {icl.shape}")
+        by_layer = _by_layer("by_layer", self.by_layer)
         object.__setattr__(self, "by_layer", by_layer)
-        object.__setattr__(self, "zero_shot", zero_shot)
-        object.__setattr__(self, "icl", icl)
+        object.__setattr__(self, "zero_shot", _per_seed("zero_shot", self.zero_shot, by_layer.shape[0]))
+        object.__setattr__(self, "icl", _per_seed("icl", self.icl, by_layer.shape[0]))
         if self.dev_by_layer is not None:
-            dev = np.asarray(self.dev_by_layer, dtype=float)
-            dev = dev[None] if dev.ndim == 1 else dev
+            dev = _by_layer("dev_by_layer", self.dev_by_layer)
             if dev.shape != by_layer.shape:
                 raise ValueError(f"dev_by_layer must have the shape of by_layer {by_layer.shape}, got {dev.shape}")
             object.__setattr__(self, "dev_by_layer", dev)
@@ -74,6 +89,9 @@ class LayerSweep:
         """Stack single runs (one per seed) into one result."""
         if not runs:
             raise ValueError("over_seeds needs at least one run")
+        depths = sorted({r.n_layers for r in runs})
+        if len(depths) > 1:
+            raise ValueError(f"over_seeds needs runs of one depth, got layer counts {depths}")
         devs = [r.dev_by_layer for r in runs]
         if any(d is None for d in devs) and not all(d is None for d in devs):
             raise ValueError("over_seeds needs dev errors for every run or for none")
@@ -83,6 +101,10 @@ class LayerSweep:
     @property
     def n_seeds(self) -> int:
         return self.by_layer.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.by_layer.shape[1]
 
     @property
     def curve(self) -> np.ndarray:
@@ -120,3 +142,9 @@ class LayerSweep:
     def recovery_if_learned(self, tv: float | None = None) -> float:
         """The recovery, or NaN where the model has not learned ICL (there is nothing to recover)."""
         return self.recovery(tv) if self.learned_icl else float("nan")
+
+    def describe(self, digits: int = 3) -> str:
+        """One line of the seed means: zero-shot, ICL, TaskV error by layer and the best layer."""
+        layers = " ".join(f"{e:.{digits}f}" for e in self.curve)
+        return (f"zero-shot {self.zero_shot_mean:.{digits}f}  ICL {self.icl_mean:.{digits}f}  "
+                f"TaskV by layer {layers}  best layer {self.best_layer}")

@@ -1,8 +1,9 @@
 """The book's standard figures, one seaborn theme (colour-blind palette).
 
 Each function draws on an ``ax`` it is given and returns it, so a chapter composes panels with
-``plt.subplots`` and a test can read back what was drawn. Reference lines (ICL, zero-shot) are
-dashed and dotted in every figure.
+``plt.subplots`` and a test can read back what was drawn. Reference lines are dashed (ICL) and
+dotted (zero-shot, chance, the trained context) in every figure; baselines that are curves are
+dashed in greys with square markers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tvlib.analysis import LayerSweep
 PALETTE = "colorblind"
 ICL_STYLE = {"ls": "--"}
 ZERO_SHOT_STYLE = {"ls": ":"}
+BASELINE_GREYS = ("k", "0.45", "0.7")
+REFERENCES = ("each", "first", "none")
 
 
 def set_theme() -> None:
@@ -29,7 +32,7 @@ def set_theme() -> None:
                          "axes.titlesize": "medium"})
 
 
-def _color(ax: Axes, index: int) -> str:
+def _color(index: int) -> str:
     """The index-th colour of the theme's cycle."""
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     return colors[index % len(colors)]
@@ -40,25 +43,63 @@ def quality_by_layer(ax: Axes, sweeps: Mapping[str, LayerSweep], *, normalise_de
                      title: str = "Task vector by injection layer") -> Axes:
     """Task-vector quality by injection layer, one line per sweep, with ICL and zero-shot lines.
 
+    Each line is the mean over seeds, shaded by ± one standard deviation where a sweep has several.
     references: "each" (dashed ICL, dotted zero-shot in each sweep's colour), "first" (those of
     the first sweep only, in black and grey) or "none". normalise_depth: x = layer / (L - 1), to
     compare models of different depth. accuracy: plot 1 - error (the LLM chapters' unit).
     """
-    if references not in ("each", "first", "none"):
-        raise ValueError(f"references {references!r} is not one of each, first, none")
+    if references not in REFERENCES:
+        raise ValueError(f"references {references!r} is not one of {', '.join(REFERENCES)}")
+    if not sweeps:
+        raise ValueError("quality_by_layer needs at least one sweep")
     value = (lambda e: 1 - np.asarray(e)) if accuracy else np.asarray
     for i, (name, sweep) in enumerate(sweeps.items()):
-        n = sweep.curve.shape[0]
+        n = sweep.n_layers
         x = np.arange(n) / max(1, n - 1) if normalise_depth else np.arange(n)
-        color = _color(ax, i)
+        color = _color(i)
         ax.plot(x, value(sweep.curve), marker="o", color=color, label=f"TaskV, {name}")
+        if sweep.n_seeds > 1:
+            std = sweep.by_layer.std(0)
+            ax.fill_between(x, value(sweep.curve - std), value(sweep.curve + std), color=color, alpha=0.2, lw=0)
         if references == "each" or (references == "first" and i == 0):
-            ref = color if references == "each" else "k"
-            suffix = f", {name}" if references == "each" else ""
-            ax.axhline(value(sweep.icl_mean), color=ref, **ICL_STYLE, label=f"ICL{suffix}")
-            ax.axhline(value(sweep.zero_shot_mean), color=ref if references == "each" else "grey",
-                       **ZERO_SHOT_STYLE, label=f"zero-shot{suffix}")
+            each = references == "each"
+            ax.axhline(value(sweep.icl_mean), color=color if each else "k", **ICL_STYLE, label=f"ICL, {name}")
+            ax.axhline(value(sweep.zero_shot_mean), color=color if each else "grey", **ZERO_SHOT_STYLE,
+                       label=f"zero-shot, {name}")
+    if not normalise_depth:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     xlabel = "injection layer / (depth - 1)" if normalise_depth else "injection layer"
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def error_curves(ax: Axes, curves: Mapping[str, Sequence[float]],
+                 baselines: Mapping[str, Sequence[float]] | None = None, *, x: Sequence[float] | None = None, trained_context: float | None = None,
+                 chance: float | None = None, xlabel: str = "demonstrations in context", ylabel: str = "error",
+                 title: str = "In-context learning") -> Axes:
+    """Error curves of models (circles, theme colours) beside baselines (dashed, greys, squares).
+
+    ``x`` defaults to 0, 1, ... (entry i of an ICL curve has i demonstrations in context).
+    trained_context: a dotted vertical line where the models' training context ends; chance: a
+    dotted horizontal line at chance level.
+    """
+    if not curves:
+        raise ValueError("error_curves needs at least one curve")
+    baselines = baselines or {}
+    lines = {name: np.asarray(v, dtype=float) for name, v in (curves | baselines).items()}
+    xs = np.arange(len(next(iter(lines.values())))) if x is None else np.asarray(x, dtype=float)
+    bad = {name: len(v) for name, v in lines.items() if len(v) != len(xs)}
+    if bad:
+        raise ValueError(f"curves {bad} do not have one value per x ({len(xs)} values)")
+    for i, name in enumerate(curves):
+        ax.plot(xs, lines[name], marker="o", color=_color(i), label=name)
+    for i, name in enumerate(baselines):
+        ax.plot(xs, lines[name], marker="s", ls="--", color=BASELINE_GREYS[i % len(BASELINE_GREYS)], label=name)
+    if trained_context is not None:
+        ax.axvline(trained_context, color="grey", **ZERO_SHOT_STYLE, label="trained context")
+    if chance is not None:
+        ax.axhline(chance, color="grey", **ZERO_SHOT_STYLE, label="chance")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize="small")
     return ax
@@ -69,15 +110,24 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("smooth needs at least one value")
     window = min(window, len(values))
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
 def loss_curves(ax: Axes, logs: Mapping[str, Sequence[Mapping[str, float]]], key: str = "icl", window: int = 50,
                 ylabel: str = "loss", title: str = "Training") -> Axes:
-    """One smoothed training curve per run: ``logs[name]`` is a run's log, a dict per step."""
-    for name, log in logs.items():
-        ax.plot(smooth([row[key] for row in log], window), label=name)
+    """One smoothed training curve per run: ``logs[name]`` is a run's log, a dict per step.
+
+    The window shrinks to the shortest log (a short run is averaged over all its steps), and the
+    y label names the window used.
+    """
+    if not logs or not all(logs.values()):
+        raise ValueError(f"loss_curves needs non-empty logs, got lengths {[len(log) for log in logs.values()]}")
+    window = min(window, *(len(log) for log in logs.values()))
+    for i, (name, log) in enumerate(logs.items()):
+        ax.plot(smooth([row[key] for row in log], window), color=_color(i), label=name)
     ax.set(xlabel="step", ylabel=f"{ylabel} ({window}-step mean)", title=title)
     ax.legend(fontsize="small")
     return ax
@@ -86,6 +136,10 @@ def loss_curves(ax: Axes, logs: Mapping[str, Sequence[Mapping[str, float]]], key
 def position_heatmap(ax: Axes, matrix, title: str, mask=None) -> Axes:
     """A source-by-target matrix, diverging colours centred on 0; ``mask``: dots where a theorem allows weight."""
     matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2:
+        raise ValueError(f"position_heatmap needs a 2-d matrix, got shape {matrix.shape}")
+    if mask is not None and np.shape(mask) != matrix.shape:
+        raise ValueError(f"mask shape {np.shape(mask)} differs from the matrix's {matrix.shape}")
     lim = float(np.abs(matrix).max()) or 1.0
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
     if mask is not None:
@@ -106,14 +160,18 @@ def grouped_bars(ax: Axes, groups: Sequence[str], series: Mapping[str, Sequence[
 
     The book draws the paper's numbers hatched beside ours, so a reader tells them apart at a glance.
     """
+    unknown = [name for name in (*hatched, *(errors or {})) if name not in series]
+    if unknown:
+        raise ValueError(f"{unknown} are not series; series: {', '.join(series)}")
     width = 0.8 / max(1, len(series))
     for k, (name, values) in enumerate(series.items()):
-        if len(values) != len(groups):
-            raise ValueError(f"series {name!r} has {len(values)} values for {len(groups)} groups")
-        x = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
         err = None if errors is None or name not in errors else errors[name]
-        ax.bar(x, values, width, yerr=err, label=name, hatch="//" if name in hatched else None,
-               edgecolor="white" if name not in hatched else "k")
+        for what, v in (("values", values), ("errors", err)):
+            if v is not None and len(v) != len(groups):
+                raise ValueError(f"series {name!r} has {len(v)} {what} for {len(groups)} groups")
+        x = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
+        ax.bar(x, values, width, yerr=err, label=name, color=_color(k), hatch="//" if name in hatched else None,
+               edgecolor="k" if name in hatched else "white")
     ax.set_xticks(range(len(groups)), groups)
     ax.legend(fontsize="small")
     return ax

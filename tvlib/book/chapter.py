@@ -48,11 +48,18 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device {device!r} was asked for, but torch sees no MPS device here")
 
 
-def start(chapter: str, profile: str, device: str, seed: int) -> Run:
-    """Validate the run's settings, seed every generator and set the plotting theme."""
+def start(chapter: str, profile: str, device: str, seed: int, *, threads: int | None = None) -> Run:
+    """Validate the run's settings, seed every generator and set the plotting theme.
+
+    ``threads``: if given, torch's CPU thread count. The from-scratch chapters pass 1: their
+    models are so small that one thread is the fastest (more only contend, badly so on a shared
+    machine), and with one thread a run's numbers do not depend on how many cores it ran on.
+    """
     global _RUN
     if profile not in PROFILES:
         raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None to keep torch's default), got {threads}")
     _check_device(device)
     import numpy as np
     import torch
@@ -62,6 +69,8 @@ def start(chapter: str, profile: str, device: str, seed: int) -> Run:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
     plotting.set_theme()
     _RUN = Run(chapter=chapter, profile=profile, device=device, seed=seed)
     return _RUN

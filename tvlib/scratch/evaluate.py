@@ -1,36 +1,77 @@
 """Evaluating transformers trained from scratch: in-context learning and task-vector prompting.
 
-* :func:`icl_errors`: the error at each answer position of fresh prompts (i demonstrations in
-  context at position i).
+* :func:`icl_errors`: the error at each answer position of fresh seeded prompts (i demonstrations
+  in context at position i), of a GPT or of a baseline (:mod:`tvlib.scratch.baselines`) on the
+  same prompts.
 * :func:`tv_errors`: task-vector prompting by layer (Hendel et al.'s protocol, our adaptation to
-  these tasks), against its zero-shot and ICL baselines; extraction and injection go through
-  ``tvlib.engine`` (:func:`inject_each_layer` is its batched layer sweep).
+  these tasks), against its zero-shot and ICL references, as a :class:`tvlib.analysis.LayerSweep`;
+  extraction and injection go through ``tvlib.engine`` (:func:`inject_each_layer` is its batched
+  layer sweep).
 
 Kept apart from :mod:`tvlib.scratch.train`, whose source is part of the run cache's key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from tvlib import engine
+from tvlib.analysis import LayerSweep
 from tvlib.scratch import tasks
-from tvlib.scratch.gpt import GPT
-from tvlib.scratch.gpt import model_inputs, query_positions
+from tvlib.scratch.baselines import Baseline
+from tvlib.scratch.gpt import GPT, model_inputs, query_positions
+
+
+def sample_examples(task: tasks.Task, n: int, k: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` rows of ``k`` examples ``(xs, ys)``, each row of a fresh task.
+
+    Drawn in the order of :func:`tvlib.scratch.tasks.sample_prompts`, so laying them out with
+    ``build_prompts`` gives the prompts that it would draw from the same generator.
+    """
+    params = task.sample_tasks(n, gen)
+    xs = task.sample_x(n, k, gen)
+    return xs, task.label(params, xs)
+
+
+def error(task: tasks.Task, pred: Tensor, targets: Tensor) -> Tensor:
+    """Per-example error (shape of ``targets``): squared error, or for discrete tasks the 0/1 error.
+
+    A discrete prediction is a score per token; the answer is the top-scoring one, ties broken
+    uniformly at random, and the error is its expectation. A GPT's logits do not tie, so for it
+    this is ``tasks.error``; a majority vote ties often.
+    """
+    if not task.discrete:
+        return tasks.error(task, pred, targets)
+    top = pred == pred.amax(-1, keepdim=True)
+    hit = top.gather(-1, targets.expand(pred.shape[:-1])[..., None])[..., 0]  # targets broadcast like tasks.error
+    return 1 - hit.float() / top.sum(-1)
 
 
 @torch.no_grad()
-def icl_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> Tensor:
-    """Mean error at each answer position of ``n`` fresh k-example prompts: ``[k]``.
+def predict(model: GPT | Baseline, task: tasks.Task, layout: str, xs: Tensor, ys: Tensor) -> Tensor:
+    """What ``model`` predicts for each example of the rows ``(xs, ys)`` from the examples before it.
 
-    Entry i is the error with i demonstrations in context (entry 0 is zero-shot).
+    A GPT reads the rows laid out as ``layout`` prompts (its outputs at the answer positions); a
+    baseline is called on the examples themselves (Garg et al.'s interface).
     """
-    prompts = tasks.sample_prompts(task, layout, n, k, torch.Generator().manual_seed(seed))
-    out = model(**model_inputs(model, prompts.inputs))
-    return tasks.error(task, tasks.answers(task, out, prompts.answer_pos), prompts.targets).mean(0)
+    if not isinstance(model, GPT):
+        return model(xs, ys)
+    prompts = tasks.build_prompts(task, layout, xs, ys)
+    return tasks.answers(task, model(**model_inputs(model, prompts.inputs)), prompts.answer_pos)
+
+
+@torch.no_grad()
+def icl_errors(model: GPT | Baseline, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> Tensor:
+    """Mean error at each answer position of ``n`` fresh k-example prompts drawn from ``seed``: ``[k]``.
+
+    Entry i is the error with i demonstrations in context (entry 0 is zero-shot). A GPT and a
+    baseline given the same arguments see the same prompts.
+    """
+    if k < 1:
+        raise ValueError(f"a prompt needs k >= 1 examples, got {k}")
+    xs, ys = sample_examples(task, n, k, torch.Generator().manual_seed(seed))
+    return error(task, predict(model, task, layout, xs, ys), ys).mean(0)
 
 
 @torch.no_grad()
@@ -42,39 +83,20 @@ def inject_each_layer(model: GPT, task: tasks.Task, zero: tasks.Prompts, vectors
     B = vectors.shape[1]
     out = engine.layer_sweep(model, model_inputs(model, zero.inputs), query_positions(B), vectors, per_layer=True)
     pred = tasks.answers(task, out.movedim(0, 1), slice(None))  # [B, L(, V)]: the layer axis as positions
-    return tasks.error(task, pred, zero.targets[:, -1:]).T
-
-
-@dataclass
-class TVResult:
-    """Task-vector prompting against its baselines, all on the same queries (mean errors)."""
-
-    zero_shot: float  # the zero-shot prompt alone
-    icl: float  # (k-1)-shot ICL
-    layers: Tensor  # [L] zero-shot prompt with the layer-l task vector injected at layer l
-    layers_avg: Tensor  # [L] same with the vector averaged over all answer positions of the prompt
-
-    @property
-    def best(self) -> float:
-        return float(self.layers.min())
-
-    @property
-    def best_layer(self) -> int:
-        return int(self.layers.argmin())
-
-    def recovery(self, errors: Tensor | float) -> Tensor:
-        """Fraction of the zero-shot-to-ICL error gap closed: 0 = no help, 1 = as good as ICL."""
-        return (self.zero_shot - torch.as_tensor(errors)) / (self.zero_shot - self.icl)
+    return error(task, pred, zero.targets[:, -1:]).T
 
 
 @torch.no_grad()
-def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> TVResult:
-    """Task-vector prompting by layer (the protocol of Hendel et al., our adaptation).
+def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int,
+              average_positions: bool = False) -> LayerSweep:
+    """Task-vector prompting by layer (the protocol of Hendel et al., our adaptation): one seed.
 
     The task vector at layer l is the residual stream after block l at the last position of a
     k-example prompt (k-1 demonstrations and a dummy query x'); it replaces layer l at the last
-    position of a zero-shot prompt of the same task with a different query x. The ICL baseline
-    is the (k-1)-shot error at x' in the same prompts.
+    position of a zero-shot prompt of the same task with a different query x. The ICL reference
+    is the (k-1)-shot error at x' in the same prompts. ``average_positions``: the vector is each
+    layer's state averaged over all answer positions of the prompt instead (the same prompts, so
+    the references are the same), a test of whether the task is spread over positions.
     """
     gen = torch.Generator().manual_seed(seed)
     params = task.sample_tasks(n, gen)
@@ -84,9 +106,9 @@ def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: i
     with engine.capture(model, positions) as cap:
         out = model(**model_inputs(model, icl.inputs))
     states = cap.states  # [L, n, k, D]
-    icl_err = tasks.error(task, tasks.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
+    icl_err = error(task, tasks.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
     zero_out = model(**model_inputs(model, zero.inputs))
-    zero_err = tasks.error(task, tasks.answers(task, zero_out, zero.answer_pos), zero.targets).mean()
-    return TVResult(zero_shot=float(zero_err), icl=float(icl_err),
-                    layers=inject_each_layer(model, task, zero, states[:, :, -1]).mean(1),
-                    layers_avg=inject_each_layer(model, task, zero, states.mean(2)).mean(1))
+    zero_err = error(task, tasks.answers(task, zero_out, zero.answer_pos), zero.targets).mean()
+    vectors = states.mean(2) if average_positions else states[:, :, -1]
+    return LayerSweep(by_layer=inject_each_layer(model, task, zero, vectors).mean(1).numpy(),
+                      zero_shot=float(zero_err), icl=float(icl_err))
