@@ -272,4 +272,4 @@ def test_token_map_trains_and_evaluates_from_a_config(tmp_path):
     model, log = train.train(cfg, cache=tmp_path)
     assert len(log) == 3 and all(math.isfinite(r["icl"]) for r in log)
     result = evaluate.tv_errors(model, cfg.make_task(), cfg.layout, k=4, n=16, seed=0)
-    assert result.layers.shape == (cfg.n_layer,) and 0 <= result.icl <= 1
+    assert result.curve.shape == (cfg.n_layer,) and 0 <= result.icl_mean <= 1
