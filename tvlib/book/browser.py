@@ -77,6 +77,10 @@ class Problem:
     kind: str
     detail: str
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown problem kind {self.kind!r}; kinds: {', '.join(KINDS)}")
+
     def __str__(self) -> str:
         return f"{self.page}: {self.kind}: {self.detail}"
 
