@@ -228,9 +228,9 @@ def hide_boilerplate(nb) -> list[int]:
         except SyntaxError:
             continue  # IPython magics: not plain set-up
         setup = [_is_setup(stmt, aliases) for stmt in body]  # every statement, so that all imports count
-        tags = cell.metadata.setdefault("tags", [])
+        tags = cell.metadata.get("tags", [])
         if setup and all(setup) and not PLACED_TAGS & set(tags):
-            tags.append("hide-input")
+            cell.metadata["tags"] = [*tags, "hide-input"]
             tagged.append(index)
     return tagged
 
