@@ -1,6 +1,6 @@
 # The task-vector companion book.
 #   make book                 build the HTML book (PROFILE=cpu) into _build/html/
-#   make test                 unit tests, the quick profile under nbval, and a strict book build
+#   make test                 unit tests, the quick book (strict build), nbval, and a real-browser check
 #   make chapter CH=name PROFILE=full DEVICE=cuda    re-execute one chapter (e.g. on a GPU)
 # Everything runs inside .venv, which the first target creates.
 
@@ -23,13 +23,17 @@ SCIENCE      := $(filter-out $(REPORTS),$(basename $(notdir $(CHAPTER_SRCS))))
 TVLIB_SRC    := $(shell find tvlib -name '*.py' -o -name '*.yaml' -o -name '*.json')
 
 EXEC   := _build/executed/$(PROFILE)
+# Papermill works here, outside the staged book: a killed chapter leaves nothing in the book.
+SCRATCH := _build/scratch/$(PROFILE)
 JBOUT  := _build/jb/$(PROFILE)
 HTML   := $(if $(filter cpu,$(PROFILE)),_build/html,_build/html-$(PROFILE))
 SET    := $(if $(DEVICE),--set device=$(DEVICE))
+# The package reads no file of the checkout: every path it needs is passed here.
+RUN    := $(PY) -m tvlib.book.execute run --params params --scratch $(SCRATCH)
 
 SCIENCE_NBS := $(SCIENCE:%=$(EXEC)/book/%.ipynb)
 REPORT_NBS  := $(REPORTS:%=$(EXEC)/book/%.ipynb)
-STAGED      := $(EXEC)/_config.yml $(EXEC)/_toc.yml $(STATIC_SRCS:%=$(EXEC)/%)
+STAGED      := $(EXEC)/_config.yml $(EXEC)/_toc.yml $(EXEC)/references.bib $(STATIC_SRCS:%=$(EXEC)/%)
 
 .PHONY: book test chapter clean venv _book _params _executed _html
 .DELETE_ON_ERROR:
@@ -56,13 +60,13 @@ _book:
 	@$(MAKE) --no-print-directory _html
 
 _params:
-	$(PY) -m tvlib.book.execute params $(CHAPTER_SRCS) --profile $(PROFILE) --out $(EXEC)/.params $(SET)
+	$(PY) -m tvlib.book.execute params $(CHAPTER_SRCS) --profile $(PROFILE) --params params --out $(EXEC)/.params $(SET)
 
 _executed: $(SCIENCE_NBS) $(REPORT_NBS)
 
 $(EXEC)/book/%.ipynb: book/%.md $(EXEC)/.params/%.json $(TVLIB_SRC)
 	@echo "executing $* ($(PROFILE))"
-	$(PY) -m tvlib.book.execute run $< --profile $(PROFILE) --out $@ $(SET)
+	$(RUN) $< --profile $(PROFILE) --out $@ $(SET)
 
 # The introduction's claims ledger and the reproducibility report read the other executed notebooks.
 $(EXEC)/book/intro.ipynb: $(SCIENCE_NBS)
@@ -81,20 +85,23 @@ chapter: $(STAMP)
 	@test -n "$(CH)" || { echo "usage: make chapter CH=<name> [PROFILE=full] [DEVICE=cuda]; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
 	@test -f book/$(CH).md || { echo "unknown chapter '$(CH)'; chapters: $(basename $(notdir $(CHAPTER_SRCS)))"; exit 2; }
 	@mkdir -p _build
-	flock _build/.lock-$(PROFILE) $(PY) -m tvlib.book.execute run book/$(CH).md --profile $(PROFILE) --out $(EXEC)/book/$(CH).ipynb $(SET)
+	flock _build/.lock-$(PROFILE) $(RUN) book/$(CH).md --profile $(PROFILE) --out $(EXEC)/book/$(CH).ipynb $(SET)
 
-# Every part runs; the target fails if any part failed.
+# Every part runs; the target fails if any part failed. The browser check opens every page of the
+# quick build in headless Chromium; without Chromium it is skipped with one line, unless CI=true.
 test: $(STAMP)
 	@status=0; \
-	echo "== 1/3 unit tests"; \
+	echo "== 1/4 unit tests"; \
 	$(PY) -m pytest tests/ -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; status=1; \
 	elif [ $$rc -ne 0 ]; then status=1; fi; \
-	echo "== 2/3 quick book (execute every chapter, strict HTML build)"; \
+	echo "== 2/4 quick book (execute every chapter, strict HTML build)"; \
 	$(MAKE) --no-print-directory book PROFILE=quick || status=1; \
-	echo "== 3/3 nbval on the quick notebooks"; \
-	$(PY) -m tvlib.book.execute nbval _build/executed/quick/book/*.ipynb; rc=$$?; \
+	echo "== 3/4 nbval on the quick notebooks"; \
+	$(PY) -m tvlib.book.execute nbval _build/executed/quick/book/*.ipynb --sanitize tests/nbval_sanitize.cfg; rc=$$?; \
 	if [ $$rc -ne 0 ]; then status=1; fi; \
+	echo "== 4/4 browser check of the quick book (screenshots in _build/screenshots/)"; \
+	$(PY) -m tvlib.book.browser _build/html-quick --screenshots _build/screenshots $(if $(filter true,$(CI)),--require) || status=1; \
 	exit $$status
 
 clean:

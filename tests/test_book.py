@@ -15,6 +15,7 @@ from tvlib.book.chapter import CLAIM_MIME, RUN_MIME
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
+PARAMS = ROOT / "params"
 HEADER = """---
 jupytext:
   text_representation:
@@ -50,7 +51,7 @@ def write_profile(book: Path, name: str, data: dict) -> None:
 
 
 def resolve(book: Path, chapter: str, profile: str = "quick", **kw):
-    return execute.resolve_parameters(book / "book" / f"{chapter}.md", profile, params_dir=book / "params", **kw)
+    return execute.resolve_parameters(book / "book" / f"{chapter}.md", profile, book / "params", **kw)
 
 
 def test_shared_keys_go_to_chapters_that_define_them(book):
@@ -138,7 +139,7 @@ def test_failed_chapter_leaves_no_notebook_and_names_the_cell(book):
     out.parent.mkdir()
     out.write_text("stale")
     with pytest.raises(SystemExit, match=r"chapter 'beta' failed in code cell 2 \(`raise ValueError\('boom'\)`\): ValueError: boom"):
-        execute.run_chapter(book / "book" / "beta.md", "quick", out, params_dir=book / "params")
+        execute.run_chapter(book / "book" / "beta.md", "quick", out, book / "params")
     assert list(out.parent.iterdir()) == []
 
 
@@ -150,7 +151,7 @@ def test_executed_chapter_folds_parameters_and_tags_run_settings(book, monkeypat
             "```\n\n```{code-cell} ipython3\ntvbook.run_settings();")
     (book / "book" / "alpha.md").write_text(chapter_text('profile = "cpu"\ndevice = "cpu"\nsteps = 10', body))
     out = book / "out" / "alpha.ipynb"
-    execute.run_chapter(book / "book" / "alpha.md", "quick", out, params_dir=book / "params")
+    execute.run_chapter(book / "book" / "alpha.md", "quick", out, book / "params")
     nb = nbformat.read(out, as_version=4)
     assert nb.cells[1].source == 'profile = \'quick\'\ndevice = "cpu"\nsteps = 3'
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
@@ -228,6 +229,103 @@ def test_markdown_table_escapes_pipes():
     assert table.splitlines() == ["| A |", "|---|", "| x\\|y |"]
 
 
+def _claim_cell(claim_id: str) -> nbformat.NotebookNode:
+    rec = {"id": claim_id, "chapter": "alpha", "measured": "m", "verdict": "reproduced", "criterion": "c"}
+    return nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", data={CLAIM_MIME: rec})])
+
+
+def test_claims_link_to_the_section_above_them_with_mysts_anchor(tmp_path):
+    md = nbformat.v4.new_markdown_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("# Alpha chapter"), _claim_cell("dong-thm1"),
+        md("## Results\n\n```python\n# not a heading\n```"), md("## Rank *limits* of `TaskV` with $n$ demos"),
+        md("#### Too deep for an anchor"), _claim_cell("dong-fig4c"),
+        md("### Results"), _claim_cell("dong-prop3"),
+    ])
+    path = tmp_path / "alpha.ipynb"
+    nbformat.write(nb, path)
+    got = [(r["id"], r["notebook"], r["section"], r["anchor"]) for r in report.recorded_claims([path])]
+    assert got == [("dong-thm1", "alpha", None, None),
+                   ("dong-fig4c", "alpha", "Rank *limits* of `TaskV` with $n$ demos", "rank-limits-of-taskv-with--demos"),
+                   ("dong-prop3", "alpha", "Results", "results-1")]
+    rows = {r["claim"].split(", ", 1)[1]: r for r in report.ledger_rows([path])}
+    assert report.where_tested(rows["Prop. 3, Fig. 2c"]) == "[alpha § Results](alpha.ipynb#results-1)"
+    assert report.where_tested(rows["Thm. 1, Fig. 2a"]) == "[alpha](alpha.ipynb)"
+    assert report.where_tested(rows["Prop. 5, Fig. 3c"]) == "planned: emergence_linear"
+
+
+def test_verdict_counts_and_figure_by_paper_and_chapter():
+    rows = [{"paper": "Dong et al.", "chapter": "a", "verdict": "reproduced"},
+            {"paper": "Dong et al.", "chapter": "a", "verdict": "not reproduced"},
+            {"paper": "Dong et al.", "chapter": "a", "verdict": "reproduced"},
+            {"paper": "Yang et al.", "chapter": "b", "verdict": report.NOT_TESTED}]
+    counts = report.verdict_counts(rows)
+    assert list(counts.columns) == list(report.LEDGER_VERDICTS)
+    assert counts.loc[("Dong et al.", "a")].tolist() == [2, 0, 1, 0]
+    assert counts.loc[("Yang et al.", "b")].tolist() == [0, 0, 0, 1]
+    fig = report.verdict_figure(counts)
+    ax = fig.axes[0]
+    widths = [(round(p.get_y() + p.get_height() / 2), p.get_width()) for p in ax.patches if p.get_width()]
+    assert sorted(widths) == [(0, 1), (0, 2), (1, 1)]  # bar 0: 2 reproduced + 1 not; bar 1: 1 untested
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Dong et al.: a", "Yang et al.: b"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(report.LEDGER_VERDICTS)
+
+
+def test_hide_boilerplate_tags_set_up_cells_only():
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        code('profile = "cpu"', metadata={"tags": ["parameters"]}),
+        code("import torch\nimport tvlib.book as tvbook\n\nrun = tvbook.start('a', profile, 'cpu', 0)"),
+        code("torch.set_num_threads(1)\nif steps < 1:\n    raise ValueError(steps)"),
+        code("import numpy as np\nx = np.zeros(3)\nprint(x)"),
+        code("model.start()"),
+        code("%matplotlib inline"),
+        code("tvbook.run_settings();", metadata={"tags": ["remove-input"]}),
+        code("from tvlib.book import run_settings as rs\nrs();"),
+        nbformat.v4.new_markdown_cell("import os"),
+    ])
+    assert execute.hide_boilerplate(nb) == [1, 2, 7]
+    assert nb.cells[1].metadata.tags == ["hide-input"]
+    assert nb.cells[0].metadata.tags == ["parameters"] and nb.cells[6].metadata.tags == ["remove-input"]
+
+
+def test_executor_needs_no_checkout(tmp_path):
+    """Installed without -e (a copy of tvlib, run elsewhere), it reads only the paths it is given."""
+    import shutil
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "tvlib", site / "tvlib", ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    (work / "book").mkdir(parents=True)
+    (work / "profiles").mkdir()
+    (work / "book" / "alpha.md").write_text(chapter_text('profile = "cpu"\nsteps = 10'))
+    (work / "profiles" / "quick.yaml").write_text("chapters:\n  alpha:\n    steps: 2\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cmd = [sys.executable, "-m", "tvlib.book.execute", "params", "book/alpha.md", "--profile", "quick", "--out", "out"]
+    missing = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--params" in missing.stderr
+    done = subprocess.run([*cmd, "--params", "profiles"], cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((work / "out" / "alpha.json").read_text()) == {"profile": "quick", "steps": 2}
+    where = subprocess.run([sys.executable, "-c", "import tvlib.book.execute as e; print(e.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True).stdout
+    assert where.startswith(str(site))
+
+
+def test_unique_scripts_drops_repeated_inline_scripts():
+    from sphinx.builders.html._assets import _JavaScript
+
+    from tvlib.book.sphinx_fixes import unique_scripts
+
+    thebe = "const THEBE_JS_URL = 'x'"
+    scripts = [_JavaScript("_static/a.js"), _JavaScript(None, body=thebe), _JavaScript("", body=thebe),
+               _JavaScript("_static/a.js"), _JavaScript("", body="let other = 1")]
+    assert [(js.filename, js.attributes.get("body")) for js in unique_scripts(scripts)] == [
+        ("_static/a.js", None), (None, thebe), ("", "let other = 1")]
+
+
 # --- the real book ------------------------------------------------------------------------------
 
 CHAPTERS = sorted(execute.book_parameters(BOOK))
@@ -240,14 +338,14 @@ def test_book_has_executable_chapters():
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_defaults_equal_the_cpu_profile(chapter):
     defaults = execute.book_parameters(BOOK)[chapter]
-    resolved = execute.resolve_parameters(BOOK / f"{chapter}.md", "cpu")
+    resolved = execute.resolve_parameters(BOOK / f"{chapter}.md", "cpu", PARAMS)
     assert {k: defaults[k] for k in resolved} == resolved
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "full"])
 def test_every_profile_resolves_for_every_chapter(profile):
     for chapter in CHAPTERS:
-        assert execute.resolve_parameters(BOOK / f"{chapter}.md", profile)["profile"] == profile
+        assert execute.resolve_parameters(BOOK / f"{chapter}.md", profile, PARAMS)["profile"] == profile
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -289,6 +387,6 @@ def test_no_notebooks_are_tracked():
 
 def test_params_files_are_valid_yaml():
     for profile in ("quick", "cpu", "full"):
-        data = execute.load_profile(profile)
+        data = execute.load_profile(profile, PARAMS)
         assert set(data) == {"shared", "chapters"}
         json.dumps(data)
