@@ -358,6 +358,18 @@ def test_chapter_starts_and_ends_as_the_contract_says(chapter):
         assert claim_id in tvbook.load_claims()
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_figure_is_numbered_captioned_and_referred_to(chapter):
+    nb = execute.read_chapter(BOOK / f"{chapter}.md")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            assert figure.get("name", "").startswith("fig-") and figure.get("caption"), cell.source[:80]
+            if "remove-input" not in cell.metadata.get("tags", []):
+                assert f"{{numref}}`{figure['name']}`" in text, f"the text never refers to {figure['name']}"
+
+
 def _toc_files(node) -> list[str]:
     if isinstance(node, dict):
         return ([node["file"]] if "file" in node else []) + [f for v in node.values() for f in _toc_files(v)]

@@ -140,3 +140,19 @@ def test_grouped_bars_heights_positions_and_hatching(ax):
 def test_grouped_bars_rejects_bad_input(ax, kw, match):
     with pytest.raises(ValueError, match=match):
         plotting.grouped_bars(ax, ["x", "y"], **kw)
+
+
+def test_paper_markers_sit_on_their_bars_and_skip_unmeasured_groups(ax):
+    series = ["S", "P", "T"]
+    plotting.grouped_bars(ax, ["5", "10"], {name: [1.0, 2.0] for name in series})
+    plotting.paper_markers(ax, ["5", "10"], series, {("S", "5"): 0.5, ("P~T", "10"): 0.7, ("S", "30"): 9.0})
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "paper (approx.)"]
+    assert list(line.get_xdata()) == pytest.approx([-0.8 / 3, 1 + 0.4 / 3])  # S's bar; midway between P (0) and T
+    assert list(line.get_ydata()) == [0.5, 0.7]  # n = 30 was not measured: skipped
+    assert line.get_marker() == "D" and line.get_linestyle() == "None"
+    assert "paper (approx.)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_paper_markers_reject_an_unknown_series(ax):
+    with pytest.raises(ValueError, match=r"paper series \['Q'\] are not bar series; series: S, P"):
+        plotting.paper_markers(ax, ["5"], ["S", "P"], {("P~Q", "5"): 1.0})

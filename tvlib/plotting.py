@@ -154,6 +154,16 @@ def position_heatmap(ax: Axes, matrix, title: str, mask=None) -> Axes:
     return ax
 
 
+def _bar_width(n_series: int) -> float:
+    """Width of one bar when ``n_series`` bars share a group's unit of the x axis."""
+    return 0.8 / max(1, n_series)
+
+
+def _bar_offset(k: int, n_series: int) -> float:
+    """Centre of the k-th series' bar relative to its group's tick."""
+    return (k - (n_series - 1) / 2) * _bar_width(n_series)
+
+
 def grouped_bars(ax: Axes, groups: Sequence[str], series: Mapping[str, Sequence[float]],
                  errors: Mapping[str, Sequence[float]] | None = None, hatched: Sequence[str] = ()) -> Axes:
     """Bars of several series side by side for each group; series named in ``hatched`` are hatched.
@@ -163,16 +173,41 @@ def grouped_bars(ax: Axes, groups: Sequence[str], series: Mapping[str, Sequence[
     unknown = [name for name in (*hatched, *(errors or {})) if name not in series]
     if unknown:
         raise ValueError(f"{unknown} are not series; series: {', '.join(series)}")
-    width = 0.8 / max(1, len(series))
     for k, (name, values) in enumerate(series.items()):
         err = None if errors is None or name not in errors else errors[name]
         for what, v in (("values", values), ("errors", err)):
             if v is not None and len(v) != len(groups):
                 raise ValueError(f"series {name!r} has {len(v)} {what} for {len(groups)} groups")
-        x = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
-        ax.bar(x, values, width, yerr=err, label=name, color=_color(k), hatch="//" if name in hatched else None,
+        x = np.arange(len(groups)) + _bar_offset(k, len(series))
+        ax.bar(x, values, _bar_width(len(series)), yerr=err, label=name, color=_color(k), hatch="//" if name in hatched else None,
                edgecolor="k" if name in hatched else "white")
     ax.set_xticks(range(len(groups)), groups)
+    ax.legend(fontsize="small")
+    return ax
+
+
+PAPER_STYLE = {"marker": "D", "ms": 7, "mfc": "none", "mec": "k", "mew": 1.5, "ls": "none"}
+
+
+def paper_markers(ax: Axes, groups: Sequence[str], series: Sequence[str],
+                  points: Mapping[tuple[str, str], float], label: str = "paper (approx.)") -> Axes:
+    """The paper's values as open black diamonds over the bars of :func:`grouped_bars`.
+
+    ``points`` maps (series, group) to a value; a series written ``"A~B"`` (the paper gives one
+    value for both) sits midway between the bars of A and B. Groups the run did not measure are
+    skipped, so a profile with fewer groups still shows the paper where it overlaps.
+    """
+    xs, ys = [], []
+    for (name, group), value in points.items():
+        unknown = [part for part in name.split("~") if part not in series]
+        if unknown:
+            raise ValueError(f"paper series {unknown} are not bar series; series: {', '.join(series)}")
+        if group not in groups:
+            continue
+        offsets = [_bar_offset(list(series).index(part), len(series)) for part in name.split("~")]
+        xs.append(list(groups).index(group) + float(np.mean(offsets)))
+        ys.append(value)
+    ax.plot(xs, ys, label=label, **PAPER_STYLE)
     ax.legend(fontsize="small")
     return ax
 
