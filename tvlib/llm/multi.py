@@ -26,6 +26,22 @@ from tvlib import engine
 from tvlib.llm.wordtasks import Pair, Template, WordTask, answer_first_token
 
 METHODS = ("Baseline", "TaskV", "TaskV-M", "TaskV-MS")
+# Dong et al.'s Table 2 categories for our word tasks (ours; the paper's task lists differ).
+CATEGORIES = {"country_capital": "Knowledge", "lower_upper": "Algorithmic", "upper_lower": "Algorithmic",
+              "next_letter": "Algorithmic", "prev_letter": "Algorithmic", "copy": "Algorithmic",
+              "english_french": "Translation", "french_english": "Translation", "english_spanish": "Translation",
+              "spanish_english": "Translation", "present_past": "Linguistic", "past_present": "Linguistic",
+              "singular_plural": "Linguistic", "plural_singular": "Linguistic", "present_gerund": "Linguistic",
+              "gerund_present": "Linguistic", "antonym": "Linguistic"}
+
+
+def category(task: str) -> str:
+    """The Table 2 category of a word task: bijections are "Bijection", the rest by :data:`CATEGORIES`."""
+    if task.startswith("bij_"):
+        return "Bijection"
+    if task not in CATEGORIES:
+        raise ValueError(f"task {task!r} has no category; categorised: {', '.join(CATEGORIES)} and bij_*")
+    return CATEGORIES[task]
 ARROWS = ("all", "demos", "query")  # which arrows of the N-shot prompt receive TaskV-M's vectors
 
 
@@ -160,11 +176,11 @@ class MultiRun:
 
 def evaluate_multi(model: nn.Module, tokenizer, task: WordTask, shots: list[int], n_dev: int, n_test: int,
                    seed: int, template: Template = Template(), n_source_shots: int = 10, n_dummies: int = 2,
-                   diagnose: bool = True, rows_per_pass: int = 256) -> MultiRun:
+                   diagnose: tuple[int, ...] = (), rows_per_pass: int = 256) -> MultiRun:
     """Baseline, TaskV, TaskV-M and TaskV-MS for N in ``shots`` on dev and test items of one task.
 
-    With ``diagnose``, TaskV-M's vectors are also injected at the demonstration arrows only
-    ("TaskV-M/demos") and at the query arrow alone ("TaskV-M/query"), for N >= 1.
+    For N in ``diagnose`` (N >= 1), TaskV-M's vectors are also injected at the demonstration arrows
+    only ("TaskV-M/demos") and at the query arrow alone ("TaskV-M/query").
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(task.pairs))
@@ -185,7 +201,7 @@ def evaluate_multi(model: nn.Module, tokenizer, task: WordTask, shots: list[int]
             if name == "test":
                 run.baseline[n_shots] = plain_accuracy(model, tokenizer, texts, answers)
             methods = [("TaskV", "all")] + ([("TaskV-M", "all"), ("TaskV-MS", "all")] if n_shots else [])
-            if diagnose and n_shots:
+            if n_shots in diagnose and n_shots:
                 methods += [("TaskV-M", "demos"), ("TaskV-M", "query")]
             for method, arrows in methods:
                 key = (method if arrows == "all" else f"{method}/{arrows}", n_shots)
@@ -193,3 +209,46 @@ def evaluate_multi(model: nn.Module, tokenizer, task: WordTask, shots: list[int]
                                      method_vectors(states, method, n_shots), arrows, rows_per_pass)
                 getattr(run, name)[key] = acc
     return run
+
+
+def table(runs: dict[str, list[MultiRun]], categories: dict[str, str], model: str,
+          value: str = "chosen") -> "pd.DataFrame":
+    """Rows (model, n_shots, method, category, mean, std) in percent, as ``tvlib.papers`` tables.
+
+    ``runs``: task -> one MultiRun per trial; ``categories``: task -> category. Per trial the tasks
+    of a category are averaged, then mean and std over trials (the paper's order); "Average" is
+    the mean of the categories. ``value``: "chosen" (test at the dev-chosen layer) or "best_dev"
+    (the paper's number: the best dev accuracy over layers). The Baseline is test accuracy.
+    """
+    import pandas as pd
+
+    if value not in ("chosen", "best_dev"):
+        raise ValueError(f"value {value!r} is not one of chosen, best_dev")
+    trials = {len(r) for r in runs.values()}
+    if len(trials) != 1:
+        raise ValueError(f"every task needs the same number of trials, got {sorted(trials)}")
+    first = next(iter(runs.values()))[0]
+    keys = sorted({("Baseline", n) for n in first.baseline} | set(first.test), key=lambda k: (k[1], k[0]))
+    cats = list(dict.fromkeys(categories[t] for t in runs))
+    rows = []
+    for method, n in keys:
+        per_cat = []
+        for cat in cats:
+            def score(r: MultiRun) -> float:
+                if method == "Baseline":
+                    return r.baseline[n]
+                return r.chosen((method, n)) if value == "chosen" else r.best_dev((method, n))
+            per_cat.append(np.mean([[score(r) for r in runs[t]] for t in runs if categories[t] == cat], axis=0))
+        for cat, vals in zip(cats + ["Average"], per_cat + [np.mean(per_cat, axis=0)]):
+            rows.append({"model": model, "n_shots": n, "method": method, "category": cat,
+                         "mean": 100 * float(np.mean(vals)), "std": 100 * float(np.std(vals))})
+    return pd.DataFrame(rows)
+
+
+def gain(frame: "pd.DataFrame", method: str, over: str, category: str = "Average") -> dict[int, float]:
+    """Points gained by ``method`` over ``over`` per N (rows of :func:`table` or a paper table)."""
+    sub = frame[frame.category == category].pivot_table(index="n_shots", columns="method", values="mean")
+    sub = sub.dropna(subset=[c for c in (method, over) if c in sub])
+    if method not in sub or over not in sub:
+        raise ValueError(f"methods {method!r} and {over!r} must both be in the table, got {list(sub.columns)}")
+    return {int(n): float(sub.loc[n, method] - sub.loc[n, over]) for n in sub.index}
