@@ -140,3 +140,64 @@ def test_linear_k_vectors_go_into_the_last_k_arrows():
     Z = seen["Z"]
     torch.testing.assert_close(Z[..., [7, 10], :], vecs)
     assert Z[..., [1, 4], :].abs().sum() == 0 and Z[..., 9, :cfg.d].abs().sum() > 0
+
+
+def _run(task: str, base: float, tv: float, tvm: float) -> multi.MultiRun:
+    dev = {("TaskV", 1): np.array([0.0, 1.0, 0.5]), ("TaskV-M", 1): np.array([0.9, 0.2, 0.1])}
+    test = {("TaskV", 1): np.array([0.0, tv, 0.0]), ("TaskV-M", 1): np.array([tvm, 0.0, 0.0])}
+    return multi.MultiRun(task, {1: base}, dev, test)
+
+
+def test_table_averages_tasks_then_trials_and_reports_both_numbers():
+    runs = {"lower_upper": [_run("lower_upper", 0.2, 0.6, 0.8), _run("lower_upper", 0.4, 0.8, 1.0)],
+            "bij_lower_upper": [_run("bij_lower_upper", 0.0, 0.2, 0.4)] * 2}
+    cats = {t: multi.category(t) for t in runs}
+    assert cats == {"lower_upper": "Algorithmic", "bij_lower_upper": "Bijection"}
+    frame = multi.table(runs, cats, "m")
+    row = frame.set_index(["method", "category"])
+    assert row.loc[("TaskV", "Algorithmic"), "mean"] == pytest.approx(70.0)  # dev picks layer 1
+    assert row.loc[("TaskV", "Algorithmic"), "std"] == pytest.approx(10.0)
+    assert row.loc[("TaskV-M", "Average"), "mean"] == pytest.approx((90.0 + 40.0) / 2)  # dev picks layer 0
+    best = multi.table(runs, cats, "m", value="best_dev").set_index(["method", "category"])
+    assert best.loc[("TaskV-M", "Bijection"), "mean"] == pytest.approx(90.0)
+    assert multi.gain(frame, "TaskV-M", "TaskV") == {1: pytest.approx(65.0 - 45.0)}
+    with pytest.raises(ValueError, match="no category"):
+        multi.category("made_up")
+    with pytest.raises(ValueError, match="value"):
+        multi.table(runs, cats, "m", value="best")
+
+
+def test_methods_by_shots_draws_one_line_per_method_and_panel():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tvlib import papers, plotting
+
+    frame = papers.table("dong2025_table7")
+    fig, axes = plt.subplots(1, 2)
+    plotting.methods_by_shots(axes, frame, ["Bijection", "Average"], title="Llama")
+    assert axes[0].get_title() == "Llama: Bijection"
+    lines = {l.get_label(): l for l in axes[0].get_lines()}
+    assert set(lines) == {"Baseline", "TaskV", "TaskV-M", "TaskV-MS"}
+    assert list(lines["TaskV-MS"].get_xdata()) == [1, 2, 3, 4]
+    assert lines["TaskV-MS"].get_ydata()[-1] == pytest.approx(72.09)
+    with pytest.raises(ValueError, match="not in the table"):
+        plotting.methods_by_shots(axes, frame, ["Bijection", "Nope"])
+    plt.close(fig)
+
+
+def test_scratch_methods_by_layer_and_bad_shots():
+    from tvlib.scratch import multi as smulti
+    from tvlib.scratch import train as strain
+
+    cfg = strain.TrainConfig(task="map", vocab=8, n_embd=16, n_head=2, n_layer=2, n_examples=6)
+    torch.manual_seed(0)
+    model = strain.make_model(cfg).eval()
+    task = cfg.make_task()
+    out = smulti.multi_vector_errors(model, task, 2, 5, 16, 0)
+    assert list(out) == ["Baseline", "TaskV", "TaskV-M", "TaskV-MS"]
+    assert out["Baseline"].shape == (1,) and all(out[m].shape == (2,) for m in ("TaskV", "TaskV-M", "TaskV-MS"))
+    assert list(smulti.multi_vector_errors(model, task, 0, 5, 8, 0)) == ["Baseline", "TaskV"]
+    with pytest.raises(ValueError, match="n_source >= n_shots"):
+        smulti.multi_vector_errors(model, task, 3, 3, 8, 0)
