@@ -10,33 +10,7 @@ from tvlib.linear.data import build_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
 from tvlib.llm import multi, wordtasks
 
-ARROW = 200
-
-
-class CharTokenizer:
-    """One token per ASCII character, '->' is token 200; pads with 0."""
-
-    pad_token_id = 0
-    eos_token_id = 0
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        ids, i = [], 0
-        while i < len(text):
-            two = text.startswith("->", i)
-            ids.append(ARROW if two else ord(text[i]))
-            i += 2 if two else 1
-        return {"input_ids": ids}
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaForCausalLM(config).eval(), CharTokenizer()
-
+from test_llm_evaluate import ARROW, tiny  # noqa: F401  (the tiny random Llama and its char tokenizer)
 
 T = wordtasks.Template()
 TASK = wordtasks.WordTask("lu", tuple(zip("abcdefghijklmnop", "ABCDEFGHIJKLMNOP")))
