@@ -110,3 +110,17 @@ def test_dfa_trains_with_the_tvp_loss_and_evaluates(tmp_path, layout):
     assert icl_errors(model, task, layout, k=4, n=16, seed=0).shape == (4,)
     res = tv_errors(model, task, layout, k=4, n=16, seed=0)
     assert res.curve.shape == (cfg.n_layer,) and 0 <= res.zero_shot_mean <= 1
+
+
+def test_training_runs_on_one_thread_and_restores_the_callers_count(tmp_path, monkeypatch):
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(TrainConfig(task="offset", steps=2, **TINY), cache=tmp_path)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -172,6 +174,22 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, then restore the caller's count.
+
+    A CPU matmul's reduction order depends on the thread count, so a model trained on two threads
+    differs in the last bits from one trained on one, and the run cache (keyed on the config and
+    the code, not on the machine's threads) would serve whichever was trained first.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(cfg: TrainConfig, cache: Path | None = None, ckpt_every: int = 200,
           stop_after: int | None = None) -> tuple[GPT, list[dict]]:
     """Train (or resume, or load) the run ``cfg``; returns the model and its loss log.
@@ -179,8 +197,15 @@ def train(cfg: TrainConfig, cache: Path | None = None, ckpt_every: int = 200,
     The finished model is cached at ``<cache>/<run_key>.pt``. While training, a checkpoint
     (model, optimizer, data generator, step, log) is written every ``ckpt_every`` steps to
     ``<cache>/<run_key>.ckpt``, so a killed run resumes where it was. ``stop_after`` ends the run
-    early after that many steps in total (for tests of resuming); nothing is cached then.
+    early after that many steps in total (for tests of resuming); nothing is cached then. Training
+    runs on one CPU thread (:func:`one_thread`), so the cached model does not depend on the caller.
     """
+    with one_thread():
+        return _train(cfg, cache, ckpt_every, stop_after)
+
+
+def _train(cfg: TrainConfig, cache: Path | None, ckpt_every: int,
+           stop_after: int | None) -> tuple[GPT, list[dict]]:
     cache = cache_dir() if cache is None else Path(cache)
     key = run_key(cfg)
     final, ckpt = cache / f"{key}.pt", cache / f"{key}.ckpt"
