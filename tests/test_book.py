@@ -143,6 +143,17 @@ def test_failed_chapter_leaves_no_notebook_and_names_the_cell(book):
     assert list(out.parent.iterdir()) == []
 
 
+def test_cells_with_a_skipped_tag_are_left_out_of_the_run(book):
+    write_profile(book, "quick", {})
+    body = "x = 1\n```\n\n```{code-cell} ipython3\n:tags: [budget-study]\n\nraise ValueError('drawn')"
+    (book / "book" / "beta.md").write_text(chapter_text('profile = "cpu"', body))
+    out = book / "out" / "beta.ipynb"
+    execute.run_chapter(book / "book" / "beta.md", "quick", out, book / "params", skip_tags=frozenset({"budget-study"}))
+    assert not any("drawn" in c.source for c in nbformat.read(out, as_version=4).cells)
+    with pytest.raises(SystemExit, match="ValueError: drawn"):
+        execute.run_chapter(book / "book" / "beta.md", "quick", out, book / "params")
+
+
 def test_executed_chapter_folds_parameters_and_tags_run_settings(book, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "agg")  # must not reach the kernel: figures would vanish
     write_profile(book, "quick", {"chapters": {"alpha": {"steps": 3}}})

@@ -232,3 +232,31 @@ def accuracy_by_layer(ax: Axes, layers: Sequence[int], curves: Mapping[str, Sequ
     ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(-0.05, 1.05), title=title)
     ax.legend(fontsize="small")
     return ax
+
+
+def budget_study(axes: Sequence[Axes], table, marked: str | None = None) -> list[Axes]:
+    """One panel per (claim, metric) of a budget study (``tvlib.book.budget``): its value at each
+    budget, smallest first. If ``marked`` (the profile's budget) is in the study it is a large red
+    dot, and a panel whose metric has not stopped moving there (:func:`tvlib.book.budget.settled`)
+    says "still moving" in its title."""
+    from tvlib.book.budget import settled
+
+    metrics = list(dict.fromkeys(zip(table["claim"], table["metric"])))
+    axes = list(axes)
+    if len(axes) < len(metrics):
+        raise ValueError(f"budget_study needs one axis per metric: {len(metrics)} metrics, {len(axes)} axes")
+    status = (settled(table, marked).set_index(["claim", "metric"])["settled"]
+              if marked in set(table["budget"]) else None)
+    labels = list(dict.fromkeys(table.sort_values("order")["budget"]))
+    for ax, (claim, metric) in zip(axes, metrics):
+        g = table[(table["claim"] == claim) & (table["metric"] == metric)].sort_values("order")
+        ax.plot(g["order"], g["value"], marker="o", color=_color(0), label=metric)
+        if status is not None:
+            at = g[g["budget"] == marked]
+            ax.plot(at["order"], at["value"], "o", ms=10, color=_color(3), label=marked)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize="x-small")
+        moving = "" if status is None or status[(claim, metric)] else " (still moving)"
+        ax.set_title(f"{claim}: {metric}{moving}", fontsize="small")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    return axes[:len(metrics)]

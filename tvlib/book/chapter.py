@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from tvlib.book.claims import load_claims
@@ -89,11 +90,13 @@ def _display(markdown: str, mime: str, payload: dict) -> None:
     display({"text/markdown": markdown, "text/plain": markdown, mime: payload}, raw=True)
 
 
-def claim(claim_id: str, measured: str, verdict: str, criterion: str) -> None:
+def claim(claim_id: str, measured: str, verdict: str, criterion: str,
+          metrics: Mapping[str, float] | None = None) -> None:
     """Show a verdict box for a registered claim and emit it for the claims ledger.
 
     ``measured`` states the numbers this run computed, ``criterion`` the test that turned them
-    into ``verdict`` (use :func:`grade`; never type a verdict by hand).
+    into ``verdict`` (use :func:`grade`; never type a verdict by hand). ``metrics`` are the
+    criterion's inputs as numbers, read back by budget studies (``scripts/budget_study.py``).
     """
     claims = load_claims()
     if claim_id not in claims:
@@ -105,6 +108,8 @@ def claim(claim_id: str, measured: str, verdict: str, criterion: str) -> None:
     c = claims[claim_id]
     payload = {"id": claim_id, "chapter": _RUN.chapter, "measured": measured,
                "verdict": verdict, "criterion": criterion}
+    if metrics:
+        payload["metrics"] = {name: float(value) for name, value in metrics.items()}
     markdown = (f"**Claim ({c.paper}, {c.where}).** {c.statement}\n\n"
                 f"**Measured:** {measured}\n\n**Test:** {criterion}\n\n**Verdict: {verdict}.**")
     _display(markdown, CLAIM_MIME, payload)

@@ -288,8 +288,12 @@ def _workdir(scratch: Path | None, chapter: str) -> Iterator[Path]:
 
 
 def run_chapter(chapter_path: Path, profile: str, out: Path, params_dir: Path,
-                overrides: dict[str, Any] | None = None, scratch: Path | None = None) -> None:
+                overrides: dict[str, Any] | None = None, scratch: Path | None = None,
+                skip_tags: frozenset[str] = frozenset()) -> None:
     """Execute a chapter into ``out``; on any failure nothing is left at ``out``.
+
+    Cells tagged with one of ``skip_tags`` are left out (a budget study skips the cells that draw
+    the study it is making).
 
     Papermill's input and partial output live in the scratch folder (see ``_workdir``), never in
     the staged book beside ``out``: a run killed mid-way leaves nothing there that the HTML build
@@ -303,6 +307,7 @@ def run_chapter(chapter_path: Path, profile: str, out: Path, params_dir: Path,
     set_kernel_env()
     values = resolve_parameters(chapter_path, profile, params_dir, overrides)
     nb = read_chapter(chapter_path)
+    nb.cells = [c for c in nb.cells if not skip_tags & set(c.metadata.get("tags", []))]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()  # a failed re-run must not leave the old, now stale, notebook looking fresh

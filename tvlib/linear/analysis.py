@@ -7,6 +7,8 @@ Theorems 1-2, Lambda_4 and the Proposition 3 statistics, and task-vector extract
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
@@ -97,8 +99,8 @@ def normalised_risk(pred: Tensor, y: Tensor) -> Tensor:
     return (unit(pred) - unit(y)).pow(2).sum(-1).mean(-1)
 
 
-def extract_task_vector(model: LinearTransformer, Z: Tensor, signs: Tensor, normalise: bool = True) -> Tensor:
-    """Task vector of triplet prompts: layer 1's output at the query arrow with the query zeroed.
+def extract_task_vector(model: LinearTransformer, Z: Tensor, normalise: bool = True) -> Tensor:
+    """Task vector of triplet prompts: layer 1's output at the query arrow with the query zeroed (P = I).
 
     With ``normalise`` it is divided by its batch-mean norm per seed, as the authors do to mimic
     layer normalisation; without, it keeps the scale the model itself produces.
@@ -107,7 +109,7 @@ def extract_task_vector(model: LinearTransformer, Z: Tensor, signs: Tensor, norm
         raise ValueError(f"task vectors are read at arrow tokens; layout {model.cfg.layout!r} has none")
     Z = Z.clone()
     Z[..., -3:, :] = 0.0
-    tv = model(Z, signs, upto=1)[..., -2, :]
+    tv = model(Z, Z.new_ones(Z.shape[:-1]), upto=1)[..., -2, :]
     return tv / tv.norm(dim=-1).mean(-1)[:, None, None] if normalise else tv
 
 
@@ -121,26 +123,37 @@ def inject_task_vector(model: LinearTransformer, tv: Tensor, x_test: Tensor) -> 
     return model.predict(Z, Z.new_ones(S, B, cfg.n_tokens))
 
 
-def task_vector_risks(model_n: LinearTransformer, model_1: LinearTransformer, family: str, batch: int,
-                      gen: torch.Generator) -> dict[str, Tensor]:
-    """Normalised risks [S] of n-shot ICL, 1-shot ICL (a model trained with n = 1), the injected
-    task vector (authors' normalised scale and the model's own scale) and the bare zero-shot
-    prompt, on tasks of ``family`` (eq. 10, Fig. 4c)."""
+def task_vector_risks(models_n: Sequence[LinearTransformer], models_1: Sequence[LinearTransformer], family: str,
+                      batch: int, gen: torch.Generator) -> dict[str, Tensor]:
+    """Normalised risks [S] of n-shot ICL, 1-shot ICL (models trained with n = 1), the injected task
+    vector (authors' normalised scale and the model's own scale) and the bare zero-shot prompt, on
+    one batch of tasks of ``family`` with P = I (eq. 10, Fig. 4c).
+
+    ``models_n`` and ``models_1`` are checkpoints (e.g. ``TrainResult.checkpoints``); each risk is
+    averaged over them, as the authors average the last five checkpoints.
+    """
+    if not models_n or len(models_n) != len(models_1):
+        raise ValueError(f"need as many n-shot as 1-shot checkpoints, at least one; got {len(models_n)} "
+                         f"and {len(models_1)}")
+    model_n = models_n[0]
     n, d, dev = model_n.cfg.n, model_n.cfg.d, model_n.D.device
-    S = model_n.n_seeds
-    x, y = sample_tasks((S, batch), n, d, gen, family, dev)
-    prompts = build_prompts(x, y, "triplet", gen)
+    x, y = sample_tasks((model_n.n_seeds, batch), n, d, gen, family, dev)
+    prompts = build_prompts(x, y, "triplet")
     one = build_prompts(torch.cat([x[..., :1, :], x[..., -1:, :]], -2),
-                        torch.cat([y[..., :1, :], y[..., -1:, :]], -2), "triplet", gen)
+                        torch.cat([y[..., :1, :], y[..., -1:, :]], -2), "triplet")
     x_test, y_test = x[..., -1, :], y[..., -1, :]
+    per_checkpoint = []
     with torch.no_grad():
-        tv = extract_task_vector(model_n, prompts.Z, prompts.signs)
-        tv_raw = extract_task_vector(model_n, prompts.Z, prompts.signs, normalise=False)
-        return {"n-shot": normalised_risk(model_n.predict(prompts.Z, prompts.signs), y_test),
-                "1-shot": normalised_risk(model_1.predict(one.Z, one.signs), y_test),
-                "task vector": normalised_risk(inject_task_vector(model_n, tv, x_test), y_test),
-                "task vector, raw scale": normalised_risk(inject_task_vector(model_n, tv_raw, x_test), y_test),
-                "0-shot": normalised_risk(inject_task_vector(model_n, torch.zeros_like(tv), x_test), y_test)}
+        for m_n, m_1 in zip(models_n, models_1):
+            tv = extract_task_vector(m_n, prompts.Z)
+            tv_raw = extract_task_vector(m_n, prompts.Z, normalise=False)
+            per_checkpoint.append({
+                "n-shot": normalised_risk(m_n.predict(prompts.Z, prompts.signs), y_test),
+                "1-shot": normalised_risk(m_1.predict(one.Z, one.signs), y_test),
+                "task vector": normalised_risk(inject_task_vector(m_n, tv, x_test), y_test),
+                "task vector, raw scale": normalised_risk(inject_task_vector(m_n, tv_raw, x_test), y_test),
+                "0-shot": normalised_risk(inject_task_vector(m_n, torch.zeros_like(tv), x_test), y_test)})
+    return {k: torch.stack([r[k] for r in per_checkpoint]).mean(0) for k in per_checkpoint[0]}
 
 
 def task_vector_map_rank(model: LinearTransformer, n_vectors: int, n_queries: int,
@@ -153,9 +166,9 @@ def task_vector_map_rank(model: LinearTransformer, n_vectors: int, n_queries: in
     cfg, dev = model.cfg, model.D.device
     S = model.n_seeds
     x, y = sample_tasks((S, n_vectors), cfg.n, cfg.d, gen, "gaussian", dev)
-    prompts = build_prompts(x, y, "triplet", gen)
+    prompts = build_prompts(x, y, "triplet")
     with torch.no_grad():
-        tv = extract_task_vector(model, prompts.Z, prompts.signs)
+        tv = extract_task_vector(model, prompts.Z)
         q = torch.randn(S, n_vectors, n_queries, cfg.d, generator=gen, device=dev)
         tv_rep = tv[:, :, None, :].expand(-1, -1, n_queries, -1).reshape(S, -1, 2 * cfg.d)
         pred = inject_task_vector(model, tv_rep, q.reshape(S, -1, cfg.d)).reshape(S, n_vectors, n_queries, cfg.d)

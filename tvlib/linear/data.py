@@ -2,7 +2,8 @@
 
 Tensors carry leading dimensions ``[S, B]`` (seeds, batch). A prompt is a token matrix
 ``Z [S, B, T, 2d]`` (one token per row; the paper writes tokens as columns), the per-token signs
-that multiply the position terms, and the held-out answer ``y_test``.
+that multiply the position terms (+1 everywhere, P = I, unless training replaces them by
+:func:`position_signs`), and the held-out answer ``y_test``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor
 
 LAYOUTS = ("single", "pairwise", "triplet")
 FAMILIES = ("gaussian", "rank_one", "bijection")
+SIGN_MODES = ("authors", "demos")
 TOKENS_PER_DEMO = {"single": 1, "pairwise": 2, "triplet": 3}
 
 
@@ -33,7 +35,8 @@ def n_tokens(layout: str, n: int) -> int:
 
 @dataclass
 class Prompts:
-    """A batch of prompts: tokens ``Z [.., T, 2d]``, position signs ``[.., T]``, answers ``[.., d]``."""
+    """A batch of prompts: tokens ``Z [.., T, 2d]``, position signs ``[.., T]`` (or ``[.., L, T]``,
+    one row per layer), answers ``[.., d]``."""
 
     Z: Tensor
     signs: Tensor
@@ -69,13 +72,13 @@ def sample_tasks(shape: tuple[int, ...], n: int, d: int, gen: torch.Generator, f
     return x, y
 
 
-def build_prompts(x: Tensor, y: Tensor, layout: str, gen: torch.Generator | None) -> Prompts:
-    """Lay out n demonstrations and the query (the last pair) as in eqs. 3, 7 and 9.
+def build_prompts(x: Tensor, y: Tensor, layout: str) -> Prompts:
+    """Lay out n demonstrations and the query (the last pair) as in eqs. 3, 7 and 9, with P = I.
 
     single: [x_i; y_i] per demo, query [x_test; 0].  pairwise: [x_i; 0], [0; y_i], query ends in an
     empty answer slot.  triplet: [x_i; 0], arrow [0; 0], [0; y_i], query (x_test, arrow, slot).
-    Following the authors' code, each demonstration's position terms get a random sign u_i = +-1
-    (arrow tokens and the query keep +1); ``gen=None`` keeps every sign +1.
+    Every position sign is +1 (P = I), as in the theorems and the authors' evaluation; training
+    draws random signs with :func:`position_signs`.
     """
     k = check_layout(layout)
     *lead, n1, d = x.shape
@@ -83,18 +86,34 @@ def build_prompts(x: Tensor, y: Tensor, layout: str, gen: torch.Generator | None
     Z = x.new_zeros(*lead, k * n1, 2 * d)
     Z[..., 0::k, :d] = x
     Z[..., k - 1:k * n:k, d:] = y[..., :n, :]
-    demo_sign = x.new_ones(*lead, n1)
-    if gen is not None:
-        flips = torch.randint(0, 2, (*lead, n), generator=gen, device=x.device)
-        demo_sign[..., :n] = 2.0 * flips - 1.0
-    signs = demo_sign.repeat_interleave(k, dim=-1)
+    return Prompts(Z=Z, signs=x.new_ones(*lead, k * n1), y_test=y[..., n, :])
+
+
+def position_signs(lead: tuple[int, ...], n: int, layout: str, n_layers: int, gen: torch.Generator,
+                   mode: str = "authors", device: str = "cpu") -> Tensor:
+    """Random position signs u [*lead, n_layers, T] for training ("randomly flip P to simulate symmetry").
+
+    authors: as the authors' training code, one sign per demonstration *and* per query, drawn
+    afresh at every layer; a demonstration's tokens share it, arrow tokens keep +1.
+    demos: our earlier reading, one sign per demonstration shared by all layers, the query +1.
+    """
+    if mode not in SIGN_MODES:
+        raise ValueError(f"sign mode {mode!r} is not one of {', '.join(SIGN_MODES)}")
+    k = check_layout(layout)
+    if mode == "authors":
+        u = 2.0 * torch.randint(0, 2, (*lead, n_layers, n + 1), generator=gen, device=device) - 1.0
+    else:
+        u = torch.ones(*lead, 1, n + 1, device=device)
+        u[..., :n] = 2.0 * torch.randint(0, 2, (*lead, 1, n), generator=gen, device=device) - 1.0
+        u = u.expand(*lead, n_layers, n + 1)
+    signs = u.repeat_interleave(k, dim=-1)
     if layout == "triplet":
         signs[..., 1::3] = 1.0
-    return Prompts(Z=Z, signs=signs, y_test=y[..., n, :])
+    return signs
 
 
 def sample_prompts(shape: tuple[int, ...], n: int, d: int, layout: str, gen: torch.Generator,
                    family: str = "gaussian", device: str = "cpu") -> Prompts:
-    """Fresh tasks laid out as prompts with random position signs."""
+    """Fresh tasks laid out as prompts (P = I)."""
     x, y = sample_tasks(shape, n, d, gen, family, device)
-    return build_prompts(x, y, layout, gen)
+    return build_prompts(x, y, layout)

@@ -61,43 +61,54 @@ class LinearTransformer(nn.Module):
         m[..., -1] = 0.0
         return m if keep is None else m * keep
 
-    def attention(self, l: int, Z: Tensor, signs: Tensor, m: Tensor) -> Tensor:
-        """(V Z M [Z^T P^T] Q [Z; P]) for layer l, computed without forming the [B, T, T] scores.
+    def attention(self, l: int, Z: Tensor, signs: Tensor, m: Tensor, keep: Tensor | None) -> Tensor:
+        """(1/n) V Z M [Z^T P^T] Q [Z; P] for layer l, computed without forming the [B, T, T] scores.
 
-        Content part: sum_i m_i c (x_i . x_j) z_i = c x_j^T (sum_i m_i x_i z_i^T), a d x 2d statistic
+        Content part: sum_i m_i c (x_i . x_j) z_i = x_j^T (c sum_i m_i x_i z_i^T), a d x 2d statistic
         per prompt (a running sum over i <= j when causal). Position part: u_j sum_i D[i, j] u_i m_i z_i,
-        one matrix product per seed with the batch folded into the columns.
+        one matrix product per seed with the batch folded into the columns. A dropped token
+        (``keep`` 0, the authors' dropout masks the attention input) is no source and gets no content
+        score as a target. Scalars are folded into the small factors so that the [S, B, T, 2d]
+        tensors see few passes (this loop is the training's hot path).
         """
-        d, T = self.cfg.d, self.cfg.n_tokens
+        d, T, n = self.cfg.d, self.cfg.n_tokens, self.cfg.n
         S, B = Z.shape[0], Z.shape[1]
-        Zm = Z * m[..., None]
-        x = Z[..., :d]
+        c = self.c[:, l, None, None, None]
+        x = Z[..., :d] if keep is None else Z[..., :d] * keep[..., None]
         if self.cfg.causal:
-            stat = (Zm[..., :d, None] * Z[..., None, :]).cumsum(dim=-3)
-            content = torch.einsum("sbtk,sbtke->sbte", x, stat)
+            stat = ((Z[..., :d] * m[..., None])[..., None] * Z[..., None, :]).cumsum(dim=-3)
+            content = torch.einsum("sbtk,sbtke->sbte", x, c[..., None] * stat)
+        elif keep is None:  # m only drops the last token as a source
+            content = x @ (c * (Z[..., :-1, :d].transpose(-1, -2) @ Z[..., :-1, :]))
         else:
-            content = x @ (Zm[..., :d].transpose(-1, -2) @ Z)
+            content = x @ (c * ((Z[..., :d] * m[..., None]).transpose(-1, -2) @ Z))
         D = torch.triu(self.D[:, l]) if self.cfg.causal else self.D[:, l]
-        src = (signs[..., None] * Zm).transpose(1, 2).reshape(S, T, -1)
-        pos = (D.transpose(-1, -2) @ src).reshape(S, T, B, 2 * d).transpose(1, 2) * signs[..., None]
-        out = self.c[:, l, None, None, None] * content + pos
-        a, b = self.a[:, l, None, None, None], self.b[:, l, None, None, None]
-        return torch.cat([a * out[..., :d], b * out[..., d:]], dim=-1)
+        src = (Z * (signs * m)[..., None]).transpose(1, 2).reshape(S, T, -1)
+        pos = (D.transpose(-1, -2) @ src).reshape(S, T, B, 2 * d).transpose(1, 2)
+        out = torch.addcmul(content, pos, signs[..., None])
+        ab = torch.cat([self.a[:, l, None].expand(S, d), self.b[:, l, None].expand(S, d)], -1) / n
+        return out * ab[:, None, None, :]
 
     def forward(self, Z: Tensor, signs: Tensor, keep: Tensor | None = None, upto: int | None = None) -> Tensor:
         """Run layers 1..upto (default all) on prompts Z [S or 1, B, T, 2d]; returns [S, B, T, 2d].
 
-        ``keep`` [S, B, L, T] drops source tokens (token dropout, Prop. 5).
+        ``signs`` [.., T] serve every layer; [.., L, T] give each layer its own (the authors'
+        training). ``keep`` [S, B, L, T] drops tokens (token dropout, Prop. 5).
         """
-        d, n = self.cfg.d, self.cfg.n
+        d, n, L = self.cfg.d, self.cfg.n, self.cfg.n_layers
         if Z.shape[-2:] != (self.cfg.n_tokens, 2 * d):
             raise ValueError(f"prompt shape {tuple(Z.shape)} does not end in (T, 2d) = "
                              f"({self.cfg.n_tokens}, {2 * d}) for layout {self.cfg.layout!r}, n={n}")
         S, B, T = self.n_seeds, Z.shape[1], self.cfg.n_tokens
-        Z, signs = Z.expand(S, B, T, 2 * d), signs.expand(S, B, T)
+        if signs.dim() == Z.dim() - 1:
+            signs = signs.unsqueeze(-2)
+        elif signs.dim() != Z.dim() or signs.shape[-2] != L:
+            raise ValueError(f"signs of shape {tuple(signs.shape)} are neither per prompt [.., {T}] nor "
+                             f"per layer [.., {L}, {T}]")
+        Z, signs = Z.expand(S, B, T, 2 * d), signs.expand(S, B, L, T)
         m = self.source_weights(keep).expand(S, B, -1, -1)
-        for l in range(self.cfg.n_layers if upto is None else upto):
-            Z = Z + self.attention(l, Z, signs, m[:, :, l]) / n
+        for l in range(L if upto is None else upto):
+            Z = Z + self.attention(l, Z, signs[:, :, l], m[:, :, l], None if keep is None else keep[:, :, l])
         return Z
 
     def predict(self, Z: Tensor, signs: Tensor, keep: Tensor | None = None) -> Tensor:

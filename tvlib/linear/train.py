@@ -5,17 +5,22 @@ draws its own fresh batch each step, and the loss is the sum of the per-seed los
 seed's gradient is its own. AdamW is elementwise, so one optimiser over the stacked parameters
 equals one optimiser per seed; the authors' per-parameter gradient-norm clipping is applied per
 seed (a joint norm would couple the seeds).
+
+The protocol is the authors' code (``LinearTransformer/icl_regression.py``), checked side by side by
+``benchmarks/linear_parity.py``: random position signs only in training (:func:`position_signs`),
+their learning-rate schedule, the last checkpoints kept for the reported risks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tvlib.linear.data import Prompts, check_layout, sample_prompts
+from tvlib.linear.data import SIGN_MODES, Prompts, check_layout, position_signs, sample_prompts
 from tvlib.linear.model import LinearTransformer, ModelConfig
 
 
@@ -37,10 +42,13 @@ class TrainConfig:
     eval_every: int = 100
     eval_batch: int = 1000
     last_k: int = 5
+    signs: str = "authors"
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.signs not in SIGN_MODES:
+            raise ValueError(f"signs={self.signs!r} is not one of {', '.join(SIGN_MODES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
         for name in ("steps", "batch", "n_seeds", "halve_every", "eval_every", "eval_batch", "last_k"):
@@ -48,8 +56,9 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
     def learning_rate(self, step: int | np.ndarray) -> float | np.ndarray:
-        """The authors' schedule: ``lr`` halved every ``halve_every`` steps (step 0 is the first)."""
-        return self.lr * 0.5 ** (step // self.halve_every)
+        """The authors' schedule: step 0 runs at ``lr``, then the rate halves after every step t
+        with t % halve_every == 0 (t = 0 included), so steps 1..h run at lr/2, h+1..2h at lr/4."""
+        return self.lr * 0.5 ** -(-np.asarray(step) // self.halve_every)
 
 
 def weight_decay_left(tcfg: TrainConfig) -> float:
@@ -60,13 +69,15 @@ def weight_decay_left(tcfg: TrainConfig) -> float:
 
 @dataclass
 class TrainResult:
-    """A trained stack of models, its initial position matrices and its test-risk curve [checkpoints, S]."""
+    """A trained stack of models, its initial position matrices, its test-risk curve [checkpoints, S]
+    (P = I) and the models of the last ``last_k`` checkpoints (oldest first; the last is ``model``)."""
 
     model: LinearTransformer
     D_init: Tensor
     steps: list[int]
     risk: Tensor
     last_k: int
+    checkpoints: list[LinearTransformer]
 
     @property
     def final(self) -> Tensor:
@@ -80,7 +91,8 @@ class TrainResult:
 
 
 def dropout_keep(model: LinearTransformer, batch: int, p: float, gen: torch.Generator) -> Tensor | None:
-    """Keep mask [S, B, L, T]: each demonstration token survives with prob 1-p, the query always."""
+    """Keep mask [S, B, L, T]: each demonstration token survives with prob 1-p, the query always
+    (redrawn at every layer, as the authors' dropout)."""
     if p == 0.0:
         return None
     cfg = model.cfg
@@ -88,6 +100,14 @@ def dropout_keep(model: LinearTransformer, batch: int, p: float, gen: torch.Gene
     keep = (torch.rand(model.n_seeds, batch, cfg.n_layers, T, generator=gen, device=model.D.device) >= p).float()
     keep[..., T - k:] = 1.0
     return keep
+
+
+def snapshot(model: LinearTransformer) -> LinearTransformer:
+    """A detached copy of a stack of models (a checkpoint)."""
+    copy = LinearTransformer(model.cfg, model.n_seeds, torch.Generator(device=model.D.device),
+                             device=str(model.D.device))
+    copy.load_state_dict(model.state_dict())
+    return copy.requires_grad_(False)
 
 
 def risk(model: LinearTransformer, prompts: Prompts, keep: Tensor | None = None) -> Tensor:
@@ -105,20 +125,22 @@ def clip_per_seed(model: LinearTransformer, max_norm: float) -> None:
 
 
 def train(mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
-    """Train ``tcfg.n_seeds`` models of shape ``mcfg`` at once on fresh Gaussian regression batches."""
-    dev = tcfg.device
+    """Train ``tcfg.n_seeds`` models of shape ``mcfg`` at once on fresh Gaussian regression batches
+    with random position signs; the test curve uses one fixed batch with P = I."""
+    dev, S = tcfg.device, tcfg.n_seeds
     g_init, g_data, g_test = (torch.Generator(device=dev).manual_seed(tcfg.seed * 1000 + k) for k in range(3))
-    model = LinearTransformer(mcfg, tcfg.n_seeds, g_init, device=dev)
+    model = LinearTransformer(mcfg, S, g_init, device=dev)
     D_init = model.D.detach().clone()
     test = sample_prompts((1, tcfg.eval_batch), mcfg.n, mcfg.d, mcfg.layout, g_test, device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
-    steps, curve = [], []
+    steps, curve, last = [], [], deque(maxlen=tcfg.last_k)
     for step in range(tcfg.steps):
         for group in opt.param_groups:
-            group["lr"] = tcfg.learning_rate(step)
-        batch = sample_prompts((tcfg.n_seeds, tcfg.batch), mcfg.n, mcfg.d, mcfg.layout, g_data, device=dev)
+            group["lr"] = float(tcfg.learning_rate(step))
+        batch = sample_prompts((S, tcfg.batch), mcfg.n, mcfg.d, mcfg.layout, g_data, device=dev)
+        signs = position_signs((S, tcfg.batch), mcfg.n, mcfg.layout, mcfg.n_layers, g_data, tcfg.signs, dev)
         keep = dropout_keep(model, tcfg.batch, tcfg.dropout, g_data)
-        loss = risk(model, batch, keep).sum()
+        loss = risk(model, replace(batch, signs=signs), keep).sum()
         if step >= tcfg.l1_from:
             loss = loss + tcfg.l1 * sum(p.abs().sum() for p in model.parameters())
         opt.zero_grad(set_to_none=True)
@@ -129,4 +151,6 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
             with torch.no_grad():
                 curve.append(risk(model, test).cpu())
             steps.append(step)
-    return TrainResult(model=model, D_init=D_init, steps=steps, risk=torch.stack(curve), last_k=tcfg.last_k)
+            last.append(snapshot(model))
+    return TrainResult(model=model, D_init=D_init, steps=steps, risk=torch.stack(curve), last_k=tcfg.last_k,
+                       checkpoints=list(last))

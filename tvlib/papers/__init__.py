@@ -21,17 +21,23 @@ def names() -> list[str]:
     return sorted(p.name[:-4] for p in resources.files(__name__).iterdir() if p.name.endswith(".csv"))
 
 
-def read_header(lines: list[str]) -> dict[str, object]:
-    """The ``# key: value`` lines at the top of a file as a dict (booleans for yes/no keys)."""
-    meta: dict[str, object] = {}
+def parse_header(lines: list[str], required: tuple[str, ...]) -> dict[str, str]:
+    """The ``# key: value`` lines at the top of a CSV file as a dict; every ``required`` key must be there."""
+    meta: dict[str, str] = {}
     for line in lines:
         if not line.startswith("# "):
             break
         key, _, value = line[2:].partition(":")
         meta[key.strip()] = value.strip()
-    missing = [k for k in HEADER_KEYS if k not in meta]
+    missing = [k for k in required if k not in meta]
     if missing:
-        raise ValueError(f"table header lacks {', '.join(missing)}")
+        raise ValueError(f"header lacks {', '.join(missing)}")
+    return meta
+
+
+def read_header(lines: list[str]) -> dict[str, object]:
+    """A paper table's header as a dict (booleans for yes/no keys, the page as an int)."""
+    meta: dict[str, object] = dict(parse_header(lines, HEADER_KEYS))
     for key in ("approximate", "complete"):
         if meta[key] not in ("yes", "no"):
             raise ValueError(f"header key {key!r} must be yes or no, got {meta[key]!r}")
