@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 ICL_GUARD = 0.5  # ICL must at least halve the zero-shot error
 # How a claim's criterion names the rule: "... the model learned ICL (ICL_RULE); then ...".
@@ -148,3 +149,25 @@ class LayerSweep:
         layers = " ".join(f"{e:.{digits}f}" for e in self.curve)
         return (f"zero-shot {self.zero_shot_mean:.{digits}f}  ICL {self.icl_mean:.{digits}f}  "
                 f"TaskV by layer {layers}  best layer {self.best_layer}")
+
+
+# A metric of a budget study has stopped moving if its value at a budget is within REL_TOL of the
+# value at the largest budget (relative to the larger magnitude) or within ABS_TOL of it.
+REL_TOL, ABS_TOL = 0.1, 0.02
+
+
+def settled(table: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """The budget-study rule (``tvlib.book.budget``), per (claim, metric) of a study: the value at
+    ``budget``, at the largest budget (the highest ``order``), and whether it has stopped moving
+    (within REL_TOL relative or ABS_TOL absolute of the largest budget's value)."""
+    if budget not in set(table["budget"]):
+        raise ValueError(f"budget {budget!r} is not in the study; valid: {', '.join(dict.fromkeys(table['budget']))}")
+    largest = table["order"].max()
+    out = []
+    for (claim, metric), g in table.groupby(["claim", "metric"], sort=False):
+        at = g.loc[g["budget"] == budget, "value"].iloc[0]
+        top = g.loc[g["order"] == largest, "value"].iloc[0]
+        gap = abs(at - top)
+        out.append({"claim": claim, "metric": metric, "here": at, "largest": top,
+                    "settled": bool(gap <= ABS_TOL or gap <= REL_TOL * max(abs(at), abs(top)))})
+    return pd.DataFrame(out)

@@ -16,7 +16,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
 
-from tvlib.analysis import LayerSweep
+from tvlib.analysis import LayerSweep, settled
 
 PALETTE = "colorblind"
 ICL_STYLE = {"ls": "--"}
@@ -237,10 +237,8 @@ def accuracy_by_layer(ax: Axes, layers: Sequence[int], curves: Mapping[str, Sequ
 def budget_study(axes: Sequence[Axes], table, marked: str | None = None) -> list[Axes]:
     """One panel per (claim, metric) of a budget study (``tvlib.book.budget``): its value at each
     budget, smallest first. If ``marked`` (the profile's budget) is in the study it is a large red
-    dot, and a panel whose metric has not stopped moving there (:func:`tvlib.book.budget.settled`)
+    dot, and a panel whose metric has not stopped moving there (:func:`tvlib.analysis.settled`)
     says "still moving" in its title."""
-    from tvlib.book.budget import settled
-
     metrics = list(dict.fromkeys(zip(table["claim"], table["metric"])))
     axes = list(axes)
     if len(axes) < len(metrics):

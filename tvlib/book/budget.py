@@ -11,22 +11,19 @@ stopped moving at the profile's budget.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
+from tvlib.analysis import settled  # noqa: F401 (the study rule, used by summary and re-exported)
+from tvlib.book.execute import write_if_changed
 from tvlib.papers import parse_header
 
 TAG = "budget-study"  # the chapter cells that draw a study; a study's own runs leave them out
 HEADER_KEYS = ("chapter", "command", "runtime", "machine", "date")
 COLUMNS = ("order", "budget", "overrides", "claim", "metric", "value", "verdict", "wall_s")
-# A metric has stopped moving if the value at a budget is within REL_TOL of the value at the largest
-# budget (relative to the larger magnitude) or within ABS_TOL of it.
-REL_TOL, ABS_TOL = 0.1, 0.02
 
 
 def rows(records: Sequence[Mapping], order: int, budget: str, overrides: Mapping[str, object],
@@ -49,17 +46,13 @@ def rows(records: Sequence[Mapping], order: int, budget: str, overrides: Mapping
 
 
 def write(path: Path, table: pd.DataFrame, meta: Mapping[str, str]) -> None:
-    """Write a study with its header, atomically (temp file + rename)."""
+    """Write a study with its header, atomically (``write_if_changed``: temp file + rename)."""
     missing = [k for k in HEADER_KEYS if k not in meta]
     if missing:
         raise ValueError(f"header lacks {', '.join(missing)}")
     body = io.StringIO()
     table.loc[:, list(COLUMNS)].to_csv(body, index=False)
-    text = "".join(f"# {k}: {meta[k]}\n" for k in HEADER_KEYS) + body.getvalue()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_if_changed(path, "".join(f"# {k}: {meta[k]}\n" for k in HEADER_KEYS) + body.getvalue())
 
 
 def studies() -> list[str]:
@@ -82,22 +75,6 @@ def load(chapter: str) -> pd.DataFrame:
     if chapter not in valid:
         raise ValueError(f"no budget study for chapter {chapter!r}; studies exist for: {', '.join(valid) or 'none'}")
     return read((resources.files(__package__) / "budgets" / f"{chapter}.csv").read_text(encoding="utf-8"))
-
-
-def settled(table: pd.DataFrame, budget: str) -> pd.DataFrame:
-    """Per (claim, metric): the value at ``budget``, at the largest budget, and whether it has stopped
-    moving (within REL_TOL relative or ABS_TOL absolute of the largest budget's value)."""
-    if budget not in set(table["budget"]):
-        raise ValueError(f"budget {budget!r} is not in the study; valid: {', '.join(dict.fromkeys(table['budget']))}")
-    largest = table["order"].max()
-    out = []
-    for (claim, metric), g in table.groupby(["claim", "metric"], sort=False):
-        at = g.loc[g["budget"] == budget, "value"].iloc[0]
-        top = g.loc[g["order"] == largest, "value"].iloc[0]
-        gap = abs(at - top)
-        out.append({"claim": claim, "metric": metric, "here": at, "largest": top,
-                    "settled": bool(gap <= ABS_TOL or gap <= REL_TOL * max(abs(at), abs(top)))})
-    return pd.DataFrame(out)
 
 
 def summary(table: pd.DataFrame, budget: str) -> str:
