@@ -258,3 +258,27 @@ def budget_study(axes: Sequence[Axes], table, marked: str | None = None) -> list
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     return axes[:len(metrics)]
+
+
+def methods_by_shots(axes: Sequence[Axes], frame, categories: Sequence[str], *, title: str = "") -> Sequence[Axes]:
+    """One panel per category: accuracy (%) against N, one line (with std band) per method.
+
+    ``frame`` has columns n_shots, method, category, mean and std, as ``tvlib.papers`` tables and
+    ``tvlib.llm.multi.table``; the panel titles are "<title>: <category>".
+    """
+    if len(axes) != len(categories):
+        raise ValueError(f"{len(categories)} categories need as many axes, got {len(axes)}")
+    missing = sorted(set(categories) - set(frame["category"]))
+    if missing:
+        raise ValueError(f"categories {missing} are not in the table; it has {sorted(set(frame['category']))}")
+    methods = list(dict.fromkeys(frame["method"]))
+    for ax, cat in zip(axes, categories):
+        for i, method in enumerate(methods):
+            rows = frame[(frame.category == cat) & (frame.method == method)].sort_values("n_shots")
+            ax.plot(rows.n_shots, rows["mean"], marker="o", color=_color(i), label=method)
+            ax.fill_between(rows.n_shots, rows["mean"] - rows["std"], rows["mean"] + rows["std"], color=_color(i),
+                            alpha=0.15)
+        ax.set(xlabel="N (shots in the prompt)", ylabel="accuracy (%)", ylim=(-5, 105),
+               title=f"{title}: {cat}" if title else cat)
+    axes[0].legend(fontsize="small")
+    return axes
