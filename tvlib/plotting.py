@@ -282,3 +282,68 @@ def methods_by_shots(axes: Sequence[Axes], frame, categories: Sequence[str], *, 
                title=f"{title}: {cat}" if title else cat)
     axes[0].legend(fontsize="small")
     return axes
+
+
+def saliency_map(ax: Axes, S, labels: Sequence[str], title: str) -> Axes:
+    """A full-prompt saliency map [T, T] (rows: queries, columns: keys), log colours, tokens as tick labels."""
+    S = np.asarray(S, dtype=float)
+    if S.ndim != 2 or S.shape[0] != S.shape[1] or len(labels) != S.shape[0]:
+        raise ValueError(f"saliency_map needs a square map and one label per token, got {S.shape} and {len(labels)}")
+    shown = np.where(np.tril(np.ones_like(S, bool)), S, np.nan)
+    positive = S[S > 0]
+    floor = float(np.quantile(positive, 0.05)) if positive.size else 1e-12
+    image = ax.imshow(np.log10(np.maximum(shown, floor)), cmap="viridis")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=4)
+    ax.set_yticks(ticks, labels, fontsize=4)
+    ax.set(title=title, xlabel="key token", ylabel="query token")
+    ax.grid(False)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, label="log10 saliency")
+    return ax
+
+
+def token_graph(ax: Axes, S, tokens: Sequence[int], labels: Sequence[str], highlight: Sequence[tuple[int, int]],
+                title: str, clip: float = 0.7) -> Axes:
+    """Dong et al.'s Fig. 3a/b: the tokens at layer l (bottom) and l+1 (top), an edge key -> query per
+    saliency entry S[query, key] among ``tokens``; width and alpha |S| / max, clipped at ``clip`` and
+    rescaled (as the authors'); the (query, key) pairs in ``highlight`` are drawn in orange."""
+    S = np.asarray(S, dtype=float)
+    tokens = list(tokens)
+    sub = np.abs(S[np.ix_(tokens, tokens)])
+    weights = np.minimum(sub / (sub.max() or 1.0), clip) / clip
+    marked = set(highlight)
+    for qi, q in enumerate(tokens):
+        for ki, k in enumerate(tokens[:qi + 1]):
+            if weights[qi, ki] < 0.02:
+                continue
+            hot = (q, k) in marked
+            ax.plot([ki, qi], [0, 1], color="tab:orange" if hot else "0.4", lw=2.5 * weights[qi, ki],
+                    alpha=float(weights[qi, ki]), zorder=2 if hot else 1)
+    x = np.arange(len(tokens))
+    ax.scatter(x, np.zeros_like(x), color="tab:blue", zorder=3)
+    ax.scatter(x, np.ones_like(x), color="tab:red", zorder=3)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_yticks([0, 1], ["layer l", "layer l+1"])
+    ax.set(title=title, ylim=(-0.2, 1.2))
+    ax.grid(False)
+    return ax
+
+
+def demo_weight_bars(ax: Axes, weights, theory=None, title: str = "", ylabel: str = "||tv^{-i} - tv||") -> Axes:
+    """Fig. 3c: bars of the mean weight of demonstration i = 1..n (standard error as whiskers),
+    Proposition 5's causal profile (scaled to the bars' maximum) as a line when given."""
+    weights = np.asarray(weights, dtype=float)
+    if weights.ndim == 1:
+        weights = weights[None]
+    mean = weights.mean(0)
+    err = weights.std(0, ddof=1) / np.sqrt(len(weights)) if len(weights) > 1 else None
+    i = np.arange(1, len(mean) + 1)
+    ax.bar(i, mean, yerr=err, color=_color(0), alpha=0.8, label="measured")
+    if theory is not None:
+        theory = np.asarray(theory, dtype=float)
+        if theory.shape != mean.shape:
+            raise ValueError(f"theory profile has shape {theory.shape}, the weights {mean.shape}")
+        ax.plot(i, theory / theory.max() * mean.max(), "o-", color=_color(1), label="Prop. 5 (scaled)")
+    ax.set(xlabel="demonstration i", ylabel=ylabel, title=title, xticks=i)
+    ax.legend(fontsize="small")
+    return ax

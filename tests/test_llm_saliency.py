@@ -1,0 +1,137 @@
+"""Saliency by token role and demonstration weights (tvlib.llm.saliency), and their figures.
+
+That the saliency itself is sum_h |A * dL/dA| and that A * dL/dA matches finite differences
+(per head and entrywise) is tested with the hook site in test_engine_attention.py.
+"""
+
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from tvlib import plotting
+from tvlib.llm import load
+from tvlib.llm import saliency as sal
+from tvlib.llm import wordtasks as wt
+from tvlib.scratch.train import OFFSET_RUN, make_model
+
+TEMPLATE = wt.Template()
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(load.cached_model_dir("smollm2-135m"))
+
+
+def demos_and_query(n: int = 10, seed: int = 0):
+    task = wt.load_task("next_letter")
+    prompt = wt.sample_prompts(task, (task.pairs[0],), n, 2, np.random.default_rng(seed))[0]
+    return task, prompt
+
+
+def test_word_roles_point_at_their_text(smollm2_tokenizer):
+    _, p = demos_and_query()
+    text = TEMPLATE.prompt(p.demos, p.query[0])
+    ids = smollm2_tokenizer(text)["input_ids"]
+    roles = sal.word_roles(smollm2_tokenizer, TEMPLATE, p.demos, p.query[0])
+    decode = lambda toks: smollm2_tokenizer.decode([ids[t] for t in toks])  # noqa: E731
+    assert roles.n == len(p.demos) and roles.final == len(ids) - 1
+    for (x, y), rx, ra, ry in zip(p.demos, roles.x, roles.arrow, roles.y):
+        assert (decode(rx), decode(ra), decode(ry)) == (x, "->", y)
+    assert decode(roles.query_x) == p.query[0]
+
+
+@pytest.mark.parametrize("i", [0, 4, 9])
+def test_corrupting_a_demonstration_changes_exactly_its_label_tokens(smollm2_tokenizer, i):
+    task, p = demos_and_query()
+    bad = sal.corrupt_demo(p.demos, i, task.pairs, np.random.default_rng(1))
+    assert [d for j, d in enumerate(bad) if j != i] == [d for j, d in enumerate(p.demos) if j != i]
+    assert bad[i][0] == p.demos[i][0] and bad[i][1] != p.demos[i][1]
+    assert bad[i][1] in task.outputs  # the label of another input
+    clean = smollm2_tokenizer(TEMPLATE.prompt(p.demos, p.query[0]))["input_ids"]
+    dirty = smollm2_tokenizer(TEMPLATE.prompt(bad, p.query[0]))["input_ids"]
+    assert len(clean) == len(dirty)
+    changed = {t for t, (a, b) in enumerate(zip(clean, dirty)) if a != b}
+    roles = sal.word_roles(smollm2_tokenizer, TEMPLATE, p.demos, p.query[0])
+    assert changed == set(roles.y[i])
+
+
+def test_corrupt_demo_rejects_bad_index():
+    task, p = demos_and_query()
+    with pytest.raises(ValueError, match="outside 0..9"):
+        sal.corrupt_demo(p.demos, 10, task.pairs, np.random.default_rng(0))
+
+
+def test_corrupt_labels_changes_only_column_i_and_every_row():
+    task = OFFSET_RUN.make_task()
+    gen = torch.Generator().manual_seed(0)
+    params = task.sample_tasks(50, gen)
+    xs = task.sample_x(50, 8, gen, params)
+    ys = task.label(params, xs)
+    bad = sal.corrupt_labels(task, params, xs, ys, 3, gen)
+    keep = [j for j in range(8) if j != 3]
+    assert torch.equal(bad[:, keep], ys[:, keep]) and (bad[:, 3] != ys[:, 3]).all()
+
+
+def test_shares_on_hand_built_maps():
+    roles = sal.triplet_roles(2)  # x a y x a y xq final: T = 8
+    T = 8
+    S = torch.zeros(2, T, T)
+    S[0, 2, [0, 1]] = 1.0  # layer 0: y_1 reads its own x and arrow only
+    S[0, 5, 0] = 1.0  # ... but y_2 reads demo 1's x
+    S[1, 7, [2, 5]] = 1.0  # layer 1: the final arrow reads both labels ...
+    S[1, 7, 6] = 2.0  # ... and the query's x twice as much
+    S[1, [2, 5], 2] = 1.0
+    torch.testing.assert_close(sal.concatenation_share(S, roles), torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(sal.formation_share(S, roles), torch.tensor([0.0, 0.5]))
+    shares = sal.role_shares(torch.stack([S, S], 1), [roles, roles])
+    np.testing.assert_allclose(shares["concatenation"], [0.5, 0.0])
+    assert sal.peak_layer(shares["formation"]) == 1
+
+
+def test_uniform_shares_count_visible_keys():
+    roles = sal.triplet_roles(1)  # x a y xq final: y sees 3 keys (2 its own), final sees 5 (1 label)
+    chance = sal.uniform_shares(torch.zeros(3, 1, 5, 5), [roles])
+    assert chance == pytest.approx({"concatenation": 2 / 3, "formation": 1 / 5})
+
+
+def test_role_shares_needs_one_role_set_per_map():
+    with pytest.raises(ValueError, match="3 saliency maps but 2"):
+        sal.role_shares(torch.zeros(2, 3, 5, 5), [sal.triplet_roles(1)] * 2)
+
+
+def test_scratch_demo_weights_shape_and_sensitivity():
+    cfg = replace(OFFSET_RUN, n_layer=2)
+    model, task = make_model(cfg).eval(), cfg.make_task()
+    w = sal.scratch_demo_weights(model, task, "triplet", 5, 16, layer=1, seed=0)
+    assert w.shape == (16, 4) and np.isfinite(w).all() and (w > 0).all()
+    again = sal.scratch_demo_weights(model, task, "triplet", 5, 16, layer=1, seed=0)
+    np.testing.assert_array_equal(w, again)
+
+
+def test_spearman_of_monotone_profiles():
+    assert sal.spearman(np.arange(5), np.arange(5) ** 2) == pytest.approx(1.0)
+    assert sal.spearman(np.arange(5), -np.arange(5.0)) == pytest.approx(-1.0)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_saliency_figures_draw_and_check_shapes():
+    S = torch.rand(5, 5).tril().numpy()
+    fig, axes = plt.subplots(1, 3)
+    plotting.saliency_map(axes[0], S, list("abcde"), "m")
+    assert axes[0].get_title() == "m"
+    plotting.token_graph(axes[1], S, [0, 2, 4], ["a", "c", "e"], [(4, 2)], "g")
+    assert any(line.get_color() == "tab:orange" for line in axes[1].lines)
+    plotting.demo_weight_bars(axes[2], np.ones((3, 4)) * np.arange(1, 5), np.arange(1, 5) / 4)
+    assert len(axes[2].patches) == 4
+    with pytest.raises(ValueError, match="one label per token"):
+        plotting.saliency_map(axes[0], S, list("abc"), "m")
+    with pytest.raises(ValueError, match="theory profile"):
+        plotting.demo_weight_bars(axes[2], np.ones(4), np.ones(3))
+    plt.close(fig)

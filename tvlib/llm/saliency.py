@@ -1,0 +1,207 @@
+"""How the task vector forms: attention saliency by token role, and demonstration weights (Dong et al., Fig. 3, 5).
+
+Saliency maps come from :func:`tvlib.engine.saliency` (S_l = sum_h |A * dL/dA|, rows are queries,
+columns keys). Here they are read by *token role*: each demonstration i has its x_i, arrow and
+y_i tokens, the query has its x and the final arrow (:class:`Roles`). Two per-layer shares
+quantify the two stages of Theorem 2:
+
+- concatenation share: of the saliency flowing into the y_i tokens, the part that comes from the
+  same demonstration's x_i and arrow (embedding concatenation);
+- formation share: of the saliency flowing into the final arrow, the part that comes from the
+  y_i tokens (task-vector formation).
+
+Demonstration weights (Fig. 3c): corrupt demonstration i's label (the label of another input),
+re-extract the task vector with the *same* dummy queries, and measure ``||tv^{-i} - tv||`` on the
+whole residual vector (the authors' code draws the queries anew and keeps one head-sized slice).
+Helpers serve both the pretrained LLM (word prompts) and tvlib's from-scratch GPT (token prompts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tvlib import engine
+from tvlib.llm.evaluate import EvalConfig, injection_sweep, predict, prepare, states
+from tvlib.llm.wordtasks import Pair, Prompt, Template, WordTask, dev_test_prompts
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Token positions of one prompt by role: per demonstration its x, arrow and y tokens; the query."""
+
+    x: tuple[tuple[int, ...], ...]
+    arrow: tuple[tuple[int, ...], ...]
+    y: tuple[tuple[int, ...], ...]
+    query_x: tuple[int, ...]
+    final: int  # the final arrow's last token, where the answer is predicted
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def _span_tokens(offsets: list[tuple[int, int]], start: int, stop: int) -> tuple[int, ...]:
+    """Indices of the tokens overlapping the characters [start, stop)."""
+    found = tuple(t for t, (a, b) in enumerate(offsets) if a < stop and b > start)
+    if not found:
+        raise ValueError(f"no token covers characters {start}:{stop}")
+    return found
+
+
+def word_roles(tokenizer, template: Template, demos: tuple[Pair, ...], query: str) -> Roles:
+    """The roles of the tokens of ``template.prompt(demos, query)``, from the tokenizer's offsets."""
+    text = template.prompt(demos, query)
+    offsets = [tuple(o) for o in tokenizer(text, return_offsets_mapping=True)["offset_mapping"]]
+    x, arrow, y, at = [], [], [], 0
+    for dx, dy in demos:
+        at += len(template.prefix)
+        x.append(_span_tokens(offsets, at, at + len(dx)))
+        at += len(dx)
+        arrow.append(_span_tokens(offsets, at, at + len(template.arrow)))
+        at += len(template.arrow)
+        y.append(_span_tokens(offsets, at, at + len(dy)))
+        at += len(dy) + len(template.separator)
+    at += len(template.prefix)
+    query_x = _span_tokens(offsets, at, at + len(query))
+    return Roles(tuple(x), tuple(arrow), tuple(y), query_x, len(offsets) - 1)
+
+
+def triplet_roles(n: int) -> Roles:
+    """The roles in a from-scratch triplet prompt (x_1, ->, y_1, ..., x_n, ->, y_n, x, ->)."""
+    return Roles(tuple((3 * i,) for i in range(n)), tuple((3 * i + 1,) for i in range(n)),
+                 tuple((3 * i + 2,) for i in range(n)), (3 * n,), 3 * n + 1)
+
+
+# ----------------------------------------------------------------------------- shares
+
+
+def concatenation_share(S: Tensor, roles: Roles) -> Tensor:
+    """``[L]``: mean over demonstrations of the share of y_i's saliency (rows y_i) from its own x_i and arrow."""
+    shares = []
+    for x, arrow, y in zip(roles.x, roles.arrow, roles.y):
+        rows = S[:, list(y)]  # [L, |y|, T]
+        shares.append(rows[..., list(x + arrow)].sum((-1, -2)) / rows.sum((-1, -2)).clamp_min(1e-30))
+    return torch.stack(shares).mean(0)
+
+
+def formation_share(S: Tensor, roles: Roles) -> Tensor:
+    """``[L]``: the share of the final arrow's saliency (its row) that comes from the y_i tokens."""
+    row = S[:, roles.final]  # [L, T]
+    ys = [t for y in roles.y for t in y]
+    return row[:, ys].sum(-1) / row.sum(-1).clamp_min(1e-30)
+
+
+def role_shares(maps: Tensor, roles: list[Roles]) -> dict[str, np.ndarray]:
+    """Both shares per layer, averaged over prompts: ``maps`` ``[L, B, T, T]``, one :class:`Roles` per row."""
+    if maps.shape[1] != len(roles):
+        raise ValueError(f"{maps.shape[1]} saliency maps but {len(roles)} role sets")
+    concat = torch.stack([concatenation_share(maps[:, b], r) for b, r in enumerate(roles)]).mean(0)
+    form = torch.stack([formation_share(maps[:, b], r) for b, r in enumerate(roles)]).mean(0)
+    return {"concatenation": concat.numpy(), "formation": form.numpy()}
+
+
+def uniform_shares(maps: Tensor, roles: list[Roles]) -> dict[str, float]:
+    """Both shares if every key a row can see got equal saliency: the level each share has by chance."""
+    T = maps.shape[-1]
+    flat = torch.ones(T, T).tril().expand(1, len(roles), T, T)
+    return {key: float(value[0]) for key, value in role_shares(flat, roles).items()}
+
+
+def peak_layer(curve: np.ndarray) -> int:
+    """The layer where a per-layer curve is largest."""
+    return int(np.argmax(curve))
+
+
+# ----------------------------------------------------------------------------- corrupting demonstrations
+
+
+def corrupt_demo(demos: tuple[Pair, ...], i: int, pairs: tuple[Pair, ...], rng: np.random.Generator
+                 ) -> tuple[Pair, ...]:
+    """``demos`` with demonstration i's label replaced by the label of another input (Fig. 3c).
+
+    The other input is drawn from ``pairs`` among those whose label differs from y_i, so the
+    demonstration is really wrong; every other demonstration is unchanged.
+    """
+    if not 0 <= i < len(demos):
+        raise ValueError(f"demonstration index {i} is outside 0..{len(demos) - 1}")
+    x, y = demos[i]
+    others = [b for a, b in pairs if a != x and b != y]
+    if not others:
+        raise ValueError(f"no other input of the task has a label different from {y!r}")
+    return demos[:i] + ((x, others[rng.integers(len(others))]),) + demos[i + 1:]
+
+
+def corrupt_labels(task, params: Tensor, xs: Tensor, ys: Tensor, i: int, gen: torch.Generator) -> Tensor:
+    """Token prompts' labels ``ys`` [B, k] with label i of every row replaced by the label of another input."""
+    B, vocab = ys.shape[0], task.vocab
+    other = (xs[:, i] + torch.randint(1, vocab, (B,), generator=gen)) % vocab  # an input different from x_i
+    out = ys.clone()
+    out[:, i] = task.label(params, other[:, None])[:, 0]
+    return out
+
+
+def llm_demo_weights(model: nn.Module, tokenizer, task: WordTask, prompts: list[Prompt], layer: int,
+                     template: Template, seed: int, rows_per_pass: int = 64) -> np.ndarray:
+    """``[P, n]``: ``||tv^{-i} - tv||`` at ``layer`` for each prompt and corrupted demonstration i.
+
+    The task vector is the state after block ``layer`` at the final arrow, averaged over the
+    prompt's dummy queries; clean and corrupted vectors use the same dummies.
+    """
+    rng = np.random.default_rng(seed)
+    texts = []
+    for p in prompts:
+        variants = [p.demos] + [corrupt_demo(p.demos, i, task.pairs, rng) for i in range(len(p.demos))]
+        texts += [template.prompt(d, q) for d in variants for q in p.dummies]
+    last = torch.full((len(texts), 1), -1, dtype=torch.long)
+    tv = states(model, tokenizer, texts, last, rows_per_pass)[layer, :, 0]  # [N, D]
+    n, m = len(prompts[0].demos), len(prompts[0].dummies)
+    tv = tv.view(len(prompts), n + 1, m, -1).mean(2)
+    return (tv[:, 1:] - tv[:, :1]).norm(dim=-1).numpy()
+
+
+@torch.no_grad()
+def scratch_demo_weights(model: nn.Module, task, layout: str, k: int, n_prompts: int, layer: int,
+                         seed: int) -> np.ndarray:
+    """``[P, k-1]``: the same on tvlib's GPT, k-example token prompts (the last x is the dummy query)."""
+    from tvlib.scratch import tasks as scratch_tasks
+    from tvlib.scratch.gpt import model_inputs, query_positions
+
+    gen = torch.Generator().manual_seed(seed)
+    params = task.sample_tasks(n_prompts, gen)
+    xs = task.sample_x(n_prompts, k, gen, params)
+    ys = task.label(params, xs)
+    variants = [ys] + [corrupt_labels(task, params, xs, ys, i, gen) for i in range(k - 1)]
+
+    def vector(labels: Tensor) -> Tensor:
+        inputs = model_inputs(model, scratch_tasks.build_prompts(task, layout, xs, labels).inputs)
+        return engine.extract(model, inputs, query_positions(n_prompts)[:, None])[layer, :, 0]
+
+    tv = torch.stack([vector(v) for v in variants], 1)  # [P, k, D]
+    return (tv[:, 1:] - tv[:, :1]).norm(dim=-1).numpy()
+
+
+def dev_sweep(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, seed: int) -> tuple[np.ndarray, float]:
+    """TaskV accuracy by injection layer ``[L]`` and ICL accuracy on the dev prompts of
+    :func:`tvlib.llm.evaluate.evaluate_task` (same prompts, same vectors): its layer choice alone."""
+    dev_prompts, _ = dev_test_prompts(task, cfg.n_dev, 1, cfg.n_shots, cfg.n_dummies, seed)
+    dev = prepare(model, tokenizer, dev_prompts, cfg)
+    layers = list(range(engine.num_layers(model)))
+    curve = injection_sweep(model, tokenizer, dev.zero_shot, dev.positions[:, -1:], dev.vectors[:, :, -1:],
+                            dev.answers, layers, rows_per_pass=cfg.rows_per_pass)
+    icl = predict(model, tokenizer, [cfg.template.prompt(p.demos, p.query[0]) for p in dev_prompts], cfg.rows_per_pass)
+    return curve, float((icl == dev.answers).float().mean())
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two profiles."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)
+
+
+__all__ = ["Roles", "concatenation_share", "corrupt_demo", "corrupt_labels", "dev_sweep", "formation_share", "llm_demo_weights",
+           "peak_layer", "role_shares", "scratch_demo_weights", "spearman", "triplet_roles", "word_roles"]
