@@ -109,6 +109,27 @@ def test_extract_many_positions_matches_single(tiny_models, arch):
         torch.testing.assert_close(many[:, :, p], engine.extract(model, inputs, torch.tensor(column)))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_extract_up_to_a_layer_equals_the_full_extract_and_skips_the_rest(tiny_models, arch):
+    model, inputs = tiny_models[arch], {"input_ids": ids(3, 5)}
+    full = engine.extract(model, inputs, torch.tensor([-1, 2, 0]))
+    ran = []
+    blocks = engine.find_blocks(model)
+    hooks_before = [dict(b._forward_hooks) for b in blocks]
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(blocks)]
+    try:
+        part = engine.extract(model, inputs, torch.tensor([-1, 2, 0]), up_to=1)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0, 1]  # the blocks after up_to never ran
+    torch.testing.assert_close(part, full[:2], rtol=0, atol=0)
+    assert [dict(b._forward_hooks) for b in blocks] == hooks_before  # the stop hook is gone
+    torch.testing.assert_close(engine.extract(model, inputs, torch.tensor([-1, 2, 0])), full)
+    with pytest.raises(IndexError, match=r"up_to=3 is out of range: valid are 0..2"):
+        engine.extract(model, inputs, torch.tensor([-1, 2, 0]), up_to=3)
+
+
 def test_capture_keeps_autograd_and_tuple_outputs():
     model = TupleModel()
     emb = model.emb(ids(2, 4)).detach().requires_grad_()

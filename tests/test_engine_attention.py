@@ -303,6 +303,18 @@ def test_saliency_one_row_at_a_time_equals_the_whole_batch(tiny_models, arch):
     assert not torch.equal(whole[:, 0], whole[:, 1])
 
 
+def test_both_head_sums_from_one_pass_equal_two_calls(tiny_models):
+    model = tiny_models["llama"]
+    inputs, answers = {"input_ids": ids(3, 6)}, torch.tensor([ANSWER, 2, 11])
+    both = engine.saliency_by_head_sum(model, inputs, answers, batch_size=2)
+    assert sorted(both) == sorted(engine.HEAD_SUMS)
+    for how, maps in both.items():
+        torch.testing.assert_close(maps, engine.saliency(model, inputs, answers, head_sum=how))
+    assert not torch.allclose(both["abs_sum"], both["sum_abs"])  # two heads that disagree in sign somewhere
+    with pytest.raises(ValueError, match=r"head_sum 'max' is not one of abs_sum, sum_abs"):
+        engine.saliency_by_head_sum(model, inputs, answers, head_sums=("abs_sum", "max"))
+
+
 def test_saliency_rejects_bad_input(tiny_models):
     model = tiny_models["tvlib_gpt"]
     inputs = {"input_ids": ids(2, 4)}

@@ -135,3 +135,65 @@ def test_saliency_figures_draw_and_check_shapes():
     with pytest.raises(ValueError, match="theory profile"):
         plotting.demo_weight_bars(axes[2], np.ones(4), np.ones(3))
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- prompts, graphs, guards
+
+
+def test_word_prompts_answers_are_the_first_tokens_of_the_labels(smollm2_tokenizer):
+    task, prompts, texts, answers = sal.word_prompts("next_letter", smollm2_tokenizer, TEMPLATE, 10, 3,
+                                                     np.random.default_rng(0))
+    assert len(prompts) == len(texts) == len(answers) == 3
+    for p, text, answer in zip(prompts, texts, answers):
+        assert len(p.demos) == 10 and len(p.dummies) == 2 and text == TEMPLATE.prompt(p.demos, p.query[0])
+        assert p.query[0] not in {x for x, _ in p.demos} | set(p.dummies)
+        prompt_ids = smollm2_tokenizer(text)["input_ids"]
+        full_ids = smollm2_tokenizer(text + p.query[1])["input_ids"]  # the answer continues the prompt
+        assert full_ids[:len(prompt_ids)] == prompt_ids and full_ids[len(prompt_ids)] == int(answer)
+
+
+def test_graph_tokens_and_stage_edges_on_triplet_roles():
+    r = sal.triplet_roles(4)  # x 0 3 6 9, arrows 1 4 7 10, y 2 5 8 11, query 12, final 13
+    assert sal.graph_tokens(r, last=2) == [6, 7, 8, 9, 10, 11, 12, 13]
+    assert sal.stage_edges(r, "concatenation", last=2) == [(8, 6), (8, 7), (8, 8), (11, 9), (11, 10), (11, 11)]
+    assert sal.stage_edges(r, "formation", last=2) == [(13, 8), (13, 11)]
+    with pytest.raises(ValueError, match="stage='saliency' is not one of concatenation, formation"):
+        sal.stage_edges(r, "saliency")
+    with pytest.raises(ValueError, match=r"last=5 must lie in 1..4"):
+        sal.graph_tokens(r, last=5)
+
+
+def test_vector_works_needs_learned_icl_and_recovery():
+    from tvlib.analysis import LayerSweep
+
+    def sweep(tv_errors, zero_shot, icl):
+        return LayerSweep(np.array([tv_errors]), [zero_shot], [icl])
+
+    assert sal.vector_works(sweep([0.9, 0.3, 0.6], 0.9, 0.1))  # recovery 0.75
+    assert not sal.vector_works(sweep([0.9, 0.6, 0.8], 0.9, 0.1))  # recovery 0.375
+    assert not sal.vector_works(sweep([0.9, 0.5, 0.8], 0.9, 0.6))  # ICL not learned (0.6 > 0.45)
+    assert sal.vector_works(sweep([0.9, 0.6, 0.8], 0.9, 0.1), min_recovery=0.3)
+
+
+def test_mean_map_refuses_prompts_whose_roles_move():
+    maps = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(sal.mean_map(maps, [sal.triplet_roles(2)] * 3), maps.mean(1))
+    moved = sal.Roles(((0,),), ((1,),), ((2, 3),), (4,), 5)
+    with pytest.raises(ValueError, match=r"prompts \[2\] place their roles"):
+        sal.mean_map(maps[:, :3, :6, :6], [sal.triplet_roles(1)] * 2 + [moved])
+
+
+@pytest.mark.parametrize("profile", ["quick", "cpu", "full"])
+def test_chapter_reuses_the_emergence_chapters_models(profile):
+    """The saliency chapter's linear and from-scratch models are the emergence chapters' (same
+    configuration in every profile), so the run caches return them and nothing trains twice."""
+    import yaml
+    from pathlib import Path
+
+    chapters = yaml.safe_load((Path(__file__).parents[1] / "params" / f"{profile}.yaml").read_text())["chapters"]
+    mine, linear = chapters["saliency"], chapters["emergence_linear"]
+    same = {"linear_n": "n_fig", "linear_steps": "steps", "linear_batch": "batch", "linear_seeds": "n_seeds",
+            "linear_halve_every": "halve_every", "linear_l1_from": "l1_from", "linear_eval_every": "eval_every",
+            "linear_eval_batch": "eval_batch", "linear_last_k": "last_k", "linear_dropout": "dropout_p"}
+    assert {k: mine[k] for k in same} == {k: linear[v] for k, v in same.items()}
+    assert mine["scratch_steps"] == chapters["emergence_scratch"]["steps"]

@@ -19,10 +19,12 @@ COLUMNS = {
     "dong2025_fig4a": ["series", "layout", "L", "n", "risk"],
     "dong2025_fig4b": ["series", "layout", "L", "n", "risk"],
     "dong2025_fig4c": ["series", "L", "risk"],
+    "dong2025_fig3": ["quantity", "value"],
 }
 SOURCES = {"dong2025_table1": ("Table 1", 7), "dong2025_table2": ("Table 2", 9), "dong2025_table6": ("Table 6", 19),
            "dong2025_table7": ("Table 7", 19), "dong2025_table8": ("Table 8", 20), "dong2025_table9": ("Table 9", 20),
-           "dong2025_fig4a": ("Figure 4a", 8), "dong2025_fig4b": ("Figure 4b", 8), "dong2025_fig4c": ("Figure 4c", 8)}
+           "dong2025_fig4a": ("Figure 4a", 8), "dong2025_fig4b": ("Figure 4b", 8), "dong2025_fig4c": ("Figure 4c", 8),
+           "dong2025_fig3": ("Figure 3", 6)}
 
 
 def test_every_table_is_shipped_and_loads_with_its_citation():
@@ -35,7 +37,7 @@ def test_every_table_is_shipped_and_loads_with_its_citation():
         assert df.attrs["source"] == source and df.attrs["page"] == page, name
         assert df.attrs["arxiv"] == "2506.09048" and "Dong" in df.attrs["paper"], name
         assert f"arXiv:2506.09048, {source}, p. {page}" in df.attrs["citation"], name
-        assert df.attrs["approximate"] == name.startswith("dong2025_fig4"), name
+        assert df.attrs["approximate"] == name.startswith("dong2025_fig"), name
         assert ("approximate" in df.attrs["citation"]) == df.attrs["approximate"], name
 
 
@@ -101,7 +103,7 @@ def test_figure4_values_are_positive_risks():
 
 
 def test_unknown_table_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown table 'table3'; valid tables: dong2025_fig4a, .*dong2025_table9"):
+    with pytest.raises(ValueError, match="unknown table 'table3'; valid tables: dong2025_fig3, dong2025_fig4a, .*dong2025_table9"):
         papers.table("table3")
 
 

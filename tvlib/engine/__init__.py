@@ -13,7 +13,7 @@ Four floors, each readable alone:
 The public names are re-exported here: ``from tvlib import engine; engine.inject(...)``.
 """
 
-from tvlib.engine.attention import HEAD_SUMS, AttentionRecord, attention_weights, saliency
+from tvlib.engine.attention import HEAD_SUMS, AttentionRecord, attention_weights, saliency, saliency_by_head_sum
 from tvlib.engine.batching import accepts_position_ids, encode, pad_left
 from tvlib.engine.hooks import MODES, Capture, capture, extract, find_blocks, inject, last_logits, logits_of, num_layers
 from tvlib.engine.sweep import (METHODS, forget_truncation_check, layer_sweep, layer_sweep_loop, supports_truncation,
@@ -40,6 +40,7 @@ __all__ = [
     "num_layers",
     "pad_left",
     "saliency",
+    "saliency_by_head_sum",
     "supports_truncation",
     "truncation_verdict",
 ]

@@ -224,14 +224,21 @@ def saliency(model: nn.Module, inputs: dict, answer_ids: Tensor, positions: Tens
     if None), so memory holds one chunk's attention and gradients. Model gradients are left as
     they were.
     """
-    if head_sum not in HEAD_SUMS:
-        raise ValueError(f"head_sum {head_sum!r} is not one of {', '.join(HEAD_SUMS)}")
+    return saliency_by_head_sum(model, inputs, answer_ids, positions, (head_sum,), batch_size)[head_sum]
+
+
+def saliency_by_head_sum(model: nn.Module, inputs: dict, answer_ids: Tensor, positions: Tensor | None = None,
+                         head_sums: tuple[str, ...] = HEAD_SUMS, batch_size: int | None = None) -> dict[str, Tensor]:
+    """:func:`saliency` for several head sums from one backward pass per chunk: ``{head_sum: [L, B, T, T]}``."""
+    bad = [h for h in head_sums if h not in HEAD_SUMS]
+    if bad or not head_sums:
+        raise ValueError(f"head_sum {bad[0] if bad else head_sums!r} is not one of {', '.join(HEAD_SUMS)}")
     n_rows = answer_ids.shape[0]
     positions = torch.full((n_rows,), -1, dtype=torch.long) if positions is None else positions
     if positions.shape != (n_rows,):
         raise ValueError(f"positions must have shape [{n_rows}] like answer_ids, got {tuple(positions.shape)}")
     step = batch_size or n_rows
-    maps = []
+    maps: dict[str, list[Tensor]] = {h: [] for h in head_sums}
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         with torch.enable_grad(), attention_weights(model) as record:
@@ -244,5 +251,6 @@ def saliency(model: nn.Module, inputs: dict, answer_ids: Tensor, positions: Tens
                                "parameters frozen?); saliency needs a gradient path to them")
         grads = torch.autograd.grad(loss, record.layers)
         products = torch.stack([(a * g).detach() for a, g in zip(record.layers, grads)])  # [L, b, H, T, T]
-        maps.append(products.abs().sum(2) if head_sum == "abs_sum" else products.sum(2).abs())
-    return torch.cat(maps, dim=1)
+        for h in head_sums:
+            maps[h].append(products.abs().sum(2) if h == "abs_sum" else products.sum(2).abs())
+    return {h: torch.cat(m, dim=1) for h, m in maps.items()}

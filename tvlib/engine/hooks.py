@@ -148,14 +148,38 @@ def capture(model: nn.Module, positions: Tensor) -> Iterator[Capture]:
             handle.remove()
 
 
-def extract(model: nn.Module, inputs: dict, positions: Tensor) -> Tensor:
+class _StopForward(Exception):
+    """Raised by :func:`extract`'s hook to end a forward pass after the last block it needs."""
+
+
+def extract(model: nn.Module, inputs: dict, positions: Tensor, up_to: int | None = None) -> Tensor:
     """Residual stream at `positions` for every layer, from one no-grad forward of model(**inputs).
 
     Returns [L, B, D] for positions [B] (negative allowed: -1 is the last token) or [L, B, P, D].
+    ``up_to``: stop the forward after block ``up_to`` and return layers 0..up_to only; the later
+    blocks and the LM head do not run (what a read at one layer costs, nothing more).
     """
+    if up_to is None:
+        with torch.no_grad(), capture(model, positions) as record:
+            model(**inputs)
+        return record.states
+    blocks = find_blocks(model)
+    if isinstance(up_to, bool) or not isinstance(up_to, int) or not 0 <= up_to < len(blocks):
+        raise IndexError(f"up_to={up_to!r} is out of range: valid are 0..{len(blocks) - 1}")
+
+    def stop(module: nn.Module, args: tuple, output) -> None:
+        raise _StopForward
+
     with torch.no_grad(), capture(model, positions) as record:
-        model(**inputs)
-    return record.states
+        handle = blocks[up_to].register_forward_hook(stop)  # after capture's hook on the same block
+        try:
+            model(**inputs)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+    states = torch.stack(record.layers[:up_to + 1])
+    return states.squeeze(2) if record.single else states
 
 
 # ----------------------------------------------------------------------------- inject

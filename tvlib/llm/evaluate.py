@@ -52,12 +52,15 @@ def predict(model: nn.Module, tokenizer, texts: list[str], rows_per_pass: int) -
     return torch.cat(out)
 
 
-def states(model: nn.Module, tokenizer, texts: list[str], positions: Tensor, rows_per_pass: int) -> Tensor:
-    """Residual stream [L, N, P, D] of every layer at ``positions`` [N, P] (negative: from the end)."""
+def states(model: nn.Module, tokenizer, texts: list[str], positions: Tensor, rows_per_pass: int,
+           up_to: int | None = None) -> Tensor:
+    """Residual stream [L, N, P, D] of every layer at ``positions`` [N, P] (negative: from the end);
+    layers 0..``up_to`` only if given (the forward stops there, :func:`tvlib.engine.extract`)."""
     out = []
     for start in range(0, len(texts), rows_per_pass):
         inputs = engine.encode(tokenizer, texts[start:start + rows_per_pass], model)
-        out.append(engine.extract(model, _on(inputs, model), positions[start:start + rows_per_pass]).float().cpu())
+        out.append(engine.extract(model, _on(inputs, model), positions[start:start + rows_per_pass],
+                                  up_to).float().cpu())
     return torch.cat(out, dim=1)
 
 

@@ -25,8 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from tvlib import engine
+from tvlib.analysis import LayerSweep
 from tvlib.llm.evaluate import EvalConfig, injection_sweep, predict, prepare, states
-from tvlib.llm.wordtasks import Pair, Prompt, Template, WordTask, dev_test_prompts
+from tvlib.llm.wordtasks import (Pair, Prompt, Template, WordTask, answer_first_token, dev_test_prompts,
+                                 first_token_filter, load_task, sample_prompts)
+
+STAGES = ("concatenation", "formation")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,36 @@ def triplet_roles(n: int) -> Roles:
                  tuple((3 * i + 2,) for i in range(n)), (3 * n,), 3 * n + 1)
 
 
+def word_prompts(name: str, tokenizer, template: Template, n_shots: int, count: int, rng: np.random.Generator
+                 ) -> tuple[WordTask, list[Prompt], list[str], Tensor]:
+    """``count`` n-shot prompts of word task ``name`` (pairs whose answer starts a token only), with
+    two dummy queries each: the task, the prompts, their texts and the answers' first-token ids."""
+    task = first_token_filter(load_task(name), tokenizer, template)
+    queries = tuple(task.pairs[i] for i in rng.choice(len(task.pairs), count))
+    prompts = sample_prompts(task, queries, n_shots, 2, rng)
+    answers = torch.tensor([answer_first_token(tokenizer, template, p.query[1]) for p in prompts])
+    return task, prompts, [template.prompt(p.demos, p.query[0]) for p in prompts], answers
+
+
+def graph_tokens(roles: Roles, last: int = 3) -> list[int]:
+    """The positions Fig. 3a/b draws: x, arrow and y of the last ``last`` demonstrations, the query's x, the final arrow."""
+    if not 1 <= last <= roles.n:
+        raise ValueError(f"last={last} must lie in 1..{roles.n} (the number of demonstrations)")
+    demo = [t for i in range(roles.n - last, roles.n) for t in roles.x[i] + roles.arrow[i] + roles.y[i]]
+    return demo + list(roles.query_x) + [roles.final]
+
+
+def stage_edges(roles: Roles, stage: str, last: int = 3) -> list[tuple[int, int]]:
+    """The (query, key) edges Fig. 3a/b highlights among :func:`graph_tokens`: for concatenation each
+    y_i to its own x_i, arrow and y_i; for formation the final arrow to each y_i."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is not one of {', '.join(STAGES)}")
+    demos = range(roles.n - last, roles.n)
+    if stage == "concatenation":
+        return [(y, k) for i in demos for y in roles.y[i] for k in roles.x[i] + roles.arrow[i] + roles.y[i]]
+    return [(roles.final, y) for i in demos for y in roles.y[i]]
+
+
 # ----------------------------------------------------------------------------- shares
 
 
@@ -102,6 +136,18 @@ def role_shares(maps: Tensor, roles: list[Roles]) -> dict[str, np.ndarray]:
     concat = torch.stack([concatenation_share(maps[:, b], r) for b, r in enumerate(roles)]).mean(0)
     form = torch.stack([formation_share(maps[:, b], r) for b, r in enumerate(roles)]).mean(0)
     return {"concatenation": concat.numpy(), "formation": form.numpy()}
+
+
+def mean_map(maps: Tensor, roles: list[Roles]) -> Tensor:
+    """``[L, T, T]``: the prompts' mean saliency map (Fig. 5). Only defined where every prompt puts
+    every role at the same positions (single-token words); otherwise the mean would mix roles."""
+    if maps.shape[1] != len(roles):
+        raise ValueError(f"{maps.shape[1]} saliency maps but {len(roles)} role sets")
+    moved = [b for b, r in enumerate(roles) if r != roles[0]]
+    if moved:
+        raise ValueError(f"prompts {moved[:5]} place their roles at other positions than prompt 0; "
+                         "a mean map would mix roles")
+    return maps.mean(1)
 
 
 def uniform_shares(maps: Tensor, roles: list[Roles]) -> dict[str, float]:
@@ -157,7 +203,7 @@ def llm_demo_weights(model: nn.Module, tokenizer, task: WordTask, prompts: list[
         variants = [p.demos] + [corrupt_demo(p.demos, i, task.pairs, rng) for i in range(len(p.demos))]
         texts += [template.prompt(d, q) for d in variants for q in p.dummies]
     last = torch.full((len(texts), 1), -1, dtype=torch.long)
-    tv = states(model, tokenizer, texts, last, rows_per_pass)[layer, :, 0]  # [N, D]
+    tv = states(model, tokenizer, texts, last, rows_per_pass, up_to=layer)[layer, :, 0]  # [N, D]
     n, m = len(prompts[0].demos), len(prompts[0].dummies)
     tv = tv.view(len(prompts), n + 1, m, -1).mean(2)
     return (tv[:, 1:] - tv[:, :1]).norm(dim=-1).numpy()
@@ -184,16 +230,27 @@ def scratch_demo_weights(model: nn.Module, task, layout: str, k: int, n_prompts:
     return (tv[:, 1:] - tv[:, :1]).norm(dim=-1).numpy()
 
 
-def dev_sweep(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, seed: int) -> tuple[np.ndarray, float]:
-    """TaskV accuracy by injection layer ``[L]`` and ICL accuracy on the dev prompts of
-    :func:`tvlib.llm.evaluate.evaluate_task` (same prompts, same vectors): its layer choice alone."""
+def dev_sweep(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, seed: int) -> LayerSweep:
+    """TaskV, zero-shot and ICL *errors* on the dev prompts of :func:`tvlib.llm.evaluate.evaluate_task`
+    (same prompts, same vectors): its layer choice alone, as a one-seed :class:`LayerSweep`."""
     dev_prompts, _ = dev_test_prompts(task, cfg.n_dev, 1, cfg.n_shots, cfg.n_dummies, seed)
     dev = prepare(model, tokenizer, dev_prompts, cfg)
     layers = list(range(engine.num_layers(model)))
     curve = injection_sweep(model, tokenizer, dev.zero_shot, dev.positions[:, -1:], dev.vectors[:, :, -1:],
                             dev.answers, layers, rows_per_pass=cfg.rows_per_pass)
-    icl = predict(model, tokenizer, [cfg.template.prompt(p.demos, p.query[0]) for p in dev_prompts], cfg.rows_per_pass)
-    return curve, float((icl == dev.answers).float().mean())
+
+    def error(texts: list[str]) -> float:
+        return float((predict(model, tokenizer, texts, cfg.rows_per_pass) != dev.answers).float().mean())
+
+    icl = error([cfg.template.prompt(p.demos, p.query[0]) for p in dev_prompts])
+    return LayerSweep(1 - np.asarray(curve)[None], [error(dev.zero_shot)], [icl])
+
+
+def vector_works(sweep: LayerSweep, min_recovery: float = 0.5) -> bool:
+    """The precondition for reading demonstration weights off a task vector: the model learned ICL
+    (:func:`tvlib.analysis.learned_icl`) and the vector at the best layer closes at least
+    ``min_recovery`` of the zero-shot-to-ICL gap."""
+    return bool(sweep.learned_icl and sweep.recovery() >= min_recovery)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,5 +260,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)
 
 
-__all__ = ["Roles", "concatenation_share", "corrupt_demo", "corrupt_labels", "dev_sweep", "formation_share", "llm_demo_weights",
-           "peak_layer", "role_shares", "scratch_demo_weights", "spearman", "triplet_roles", "word_roles"]
+__all__ = ["STAGES", "Roles", "concatenation_share", "corrupt_demo", "corrupt_labels", "dev_sweep", "formation_share",
+           "graph_tokens", "llm_demo_weights", "mean_map", "peak_layer", "role_shares", "scratch_demo_weights", "spearman",
+           "stage_edges", "triplet_roles", "vector_works", "word_prompts", "word_roles"]
