@@ -130,6 +130,19 @@ def test_extract_up_to_a_layer_equals_the_full_extract_and_skips_the_rest(tiny_m
         engine.extract(model, inputs, torch.tensor([-1, 2, 0]), up_to=3)
 
 
+@pytest.mark.parametrize("arch", HF_ARCHS)
+def test_extract_continuations_equals_extract_on_the_whole_ids(tiny_models, arch):
+    model, prefix = tiny_models[arch], ids(3, 5)
+    continuations = [ids(3, 2, seed=1), ids(3, 2, seed=2), ids(3, 3, seed=3)]
+    got = engine.extract_continuations(model, prefix, continuations, layer=1)
+    assert got.shape == (3, 3, WIDTH)
+    for c, cont in enumerate(continuations):
+        whole = engine.extract(model, {"input_ids": torch.cat([prefix, cont], 1)}, torch.full((3,), -1))
+        torch.testing.assert_close(got[c], whole[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="the same B"):
+        engine.extract_continuations(model, prefix, [ids(2, 2)], layer=1)
+
+
 def test_capture_keeps_autograd_and_tuple_outputs():
     model = TupleModel()
     emb = model.emb(ids(2, 4)).detach().requires_grad_()

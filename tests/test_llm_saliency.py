@@ -197,3 +197,41 @@ def test_chapter_reuses_the_emergence_chapters_models(profile):
             "linear_eval_batch": "eval_batch", "linear_last_k": "last_k", "linear_dropout": "dropout_p"}
     assert {k: mine[k] for k in same} == {k: linear[v] for k, v in same.items()}
     assert mine["scratch_steps"] == chapters["emergence_scratch"]["steps"]
+
+
+class _Chars:
+    """One token per character (ids = code points), pads with 0: every letter is one token."""
+
+    pad_token_id = eos_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [ord(c) for c in text]}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_llm_demo_weights_cached_prefix_equals_whole_texts(tiny_llama, monkeypatch):
+    task = wt.load_task("next_letter")
+    prompts = wt.sample_prompts(task, task.pairs[:3], 10, 2, np.random.default_rng(0))
+    rows = [(p.demos, p.dummies) for p in prompts]
+    assert sal._shared_prefix_vectors(tiny_llama, _Chars(), TEMPLATE, rows, 2, 4) is not None  # the fast path runs
+    fast = sal.llm_demo_weights(tiny_llama, _Chars(), task, prompts, 2, TEMPLATE, seed=0, rows_per_pass=4)
+    monkeypatch.setattr(sal, "_shared_prefix_vectors", lambda *args: None)
+    whole = sal.llm_demo_weights(tiny_llama, _Chars(), task, prompts, 2, TEMPLATE, seed=0, rows_per_pass=4)
+    assert fast.shape == (3, 10) and (whole > 0).all()
+    np.testing.assert_allclose(fast, whole, rtol=1e-4)
+
+
+def test_shared_prefix_needs_equal_token_lengths(tiny_llama):
+    rows = [((("a", "b"), ("c", "d")), ("e", "f")), ((("a", "b"), ("cc", "d")), ("e", "f"))]  # prefixes differ in length
+    assert sal._shared_prefix_vectors(tiny_llama, _Chars(), TEMPLATE, rows, 1, 8) is None
+    rows = [((("a", "b"),), ("e", "ff"))]  # the two query lines differ in length: fine, each is its own block
+    assert sal._shared_prefix_vectors(tiny_llama, _Chars(), TEMPLATE, rows, 1, 8).shape == (1, 2, 32)

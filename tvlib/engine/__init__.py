@@ -15,7 +15,8 @@ The public names are re-exported here: ``from tvlib import engine; engine.inject
 
 from tvlib.engine.attention import HEAD_SUMS, AttentionRecord, attention_weights, saliency, saliency_by_head_sum
 from tvlib.engine.batching import accepts_position_ids, encode, pad_left
-from tvlib.engine.hooks import MODES, Capture, capture, extract, find_blocks, inject, last_logits, logits_of, num_layers
+from tvlib.engine.hooks import (MODES, Capture, capture, extract, extract_continuations, find_blocks, inject, last_logits,
+                                logits_of, num_layers)
 from tvlib.engine.sweep import (METHODS, forget_truncation_check, layer_sweep, layer_sweep_loop, supports_truncation,
                                 truncation_verdict)
 
@@ -30,6 +31,7 @@ __all__ = [
     "capture",
     "encode",
     "extract",
+    "extract_continuations",
     "find_blocks",
     "forget_truncation_check",
     "inject",

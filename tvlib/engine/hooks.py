@@ -182,6 +182,29 @@ def extract(model: nn.Module, inputs: dict, positions: Tensor, up_to: int | None
     return states.squeeze(2) if record.single else states
 
 
+def extract_continuations(model: nn.Module, prefix_ids: Tensor, continuations: list[Tensor], layer: int) -> Tensor:
+    """States after block ``layer`` at the last token of ``prefix + continuation``, ``[C, B, D]``,
+    with one forward over the shared prefix: its KV cache (Hugging Face ``DynamicCache``) is copied
+    for each continuation, so a prompt read with several query lines costs one prompt, not several.
+
+    prefix_ids: ``[B, T0]``, unpadded (rows of equal length); continuations: ``C`` tensors ``[B, T1]``.
+    Equal to :func:`extract` on the concatenated ids, up to rounding (a test checks).
+    """
+    import copy
+
+    from transformers import DynamicCache
+
+    if any(c.dim() != 2 or c.shape[0] != prefix_ids.shape[0] for c in continuations) or prefix_ids.dim() != 2:
+        raise ValueError(f"prefix_ids must be [B, T0] and every continuation [B, T1] with the same B; got "
+                         f"{tuple(prefix_ids.shape)} and {[tuple(c.shape) for c in continuations]}")
+    cache = DynamicCache()
+    extract(model, {"input_ids": prefix_ids, "past_key_values": cache, "use_cache": True},
+            torch.full((prefix_ids.shape[0],), -1), up_to=layer)
+    last = torch.full((prefix_ids.shape[0],), -1)
+    return torch.stack([extract(model, {"input_ids": c, "past_key_values": copy.deepcopy(cache), "use_cache": True},
+                                last, up_to=layer)[layer] for c in continuations])
+
+
 # ----------------------------------------------------------------------------- inject
 
 

@@ -190,22 +190,47 @@ def corrupt_labels(task, params: Tensor, xs: Tensor, ys: Tensor, i: int, gen: to
     return out
 
 
+def _shared_prefix_vectors(model: nn.Module, tokenizer, template: Template, rows: list[tuple[tuple[Pair, ...], tuple[str, ...]]],
+                           layer: int, rows_per_pass: int) -> Tensor | None:
+    """``[N, M, D]``: the state after block ``layer`` at the final arrow of ``template.prompt(demos, q)``
+    for each row's M dummy queries q, one forward over the demonstrations (:func:`engine.extract_continuations`).
+    None where the texts do not split into a prefix and a query line of equal token lengths
+    (e.g. multi-token words): then the caller runs the whole texts."""
+    prefixes = [tokenizer(template.prompt(demos, "")[:-len(template.line(""))])["input_ids"] for demos, _ in rows]
+    lines = [[tokenizer(template.line(q))["input_ids"] for q in dummies] for _, dummies in rows]
+    if len({len(p) for p in prefixes}) != 1 or any(len({len(ls[j]) for ls in lines}) != 1 for j in range(len(lines[0]))):
+        return None
+    for (demos, dummies), prefix, ls in zip(rows, prefixes, lines):
+        if any(tokenizer(template.prompt(demos, q))["input_ids"] != prefix + line for q, line in zip(dummies, ls)):
+            return None
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(rows), rows_per_pass):
+        stop = min(start + rows_per_pass, len(rows))
+        conts = [torch.tensor([ls[j] for ls in lines[start:stop]], device=device) for j in range(len(lines[0]))]
+        states_ = engine.extract_continuations(model, torch.tensor(prefixes[start:stop], device=device), conts, layer)
+        out.append(states_.transpose(0, 1).float().cpu())
+    return torch.cat(out)
+
+
 def llm_demo_weights(model: nn.Module, tokenizer, task: WordTask, prompts: list[Prompt], layer: int,
                      template: Template, seed: int, rows_per_pass: int = 64) -> np.ndarray:
     """``[P, n]``: ``||tv^{-i} - tv||`` at ``layer`` for each prompt and corrupted demonstration i.
 
     The task vector is the state after block ``layer`` at the final arrow, averaged over the
-    prompt's dummy queries; clean and corrupted vectors use the same dummies.
+    prompt's dummy queries; clean and corrupted vectors use the same dummies. Where every text
+    splits into equal-length token blocks, the demonstrations run once for all dummies (KV cache).
     """
     rng = np.random.default_rng(seed)
-    texts = []
-    for p in prompts:
-        variants = [p.demos] + [corrupt_demo(p.demos, i, task.pairs, rng) for i in range(len(p.demos))]
-        texts += [template.prompt(d, q) for d in variants for q in p.dummies]
-    last = torch.full((len(texts), 1), -1, dtype=torch.long)
-    tv = states(model, tokenizer, texts, last, rows_per_pass, up_to=layer)[layer, :, 0]  # [N, D]
+    rows = [(demos, p.dummies) for p in prompts
+            for demos in [p.demos] + [corrupt_demo(p.demos, i, task.pairs, rng) for i in range(len(p.demos))]]
     n, m = len(prompts[0].demos), len(prompts[0].dummies)
-    tv = tv.view(len(prompts), n + 1, m, -1).mean(2)
+    tv = _shared_prefix_vectors(model, tokenizer, template, rows, layer, rows_per_pass)
+    if tv is None:
+        texts = [template.prompt(demos, q) for demos, dummies in rows for q in dummies]
+        last = torch.full((len(texts), 1), -1, dtype=torch.long)
+        tv = states(model, tokenizer, texts, last, rows_per_pass, up_to=layer)[layer, :, 0]  # [N * M, D]
+    tv = tv.reshape(len(prompts), n + 1, m, -1).mean(2)
     return (tv[:, 1:] - tv[:, :1]).norm(dim=-1).numpy()
 
 
