@@ -6,6 +6,7 @@ import torch
 
 from tvlib import engine
 from tvlib.linear import multi as lmulti
+from tvlib.linear.analysis import extract_task_vector, inject_task_vector
 from tvlib.linear.data import build_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
 from tvlib.llm import multi, wordtasks
@@ -84,36 +85,84 @@ def test_linear_arrows_in_order_and_k_bounds():
     model = LinearTransformer(cfg, 2, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     x, y = sample_tasks((2, 4), 3, cfg.d, g)
-    p = build_prompts(x, y, "triplet", g)
-    raw = lmulti.arrow_states(model, p.Z, p.signs, normalise=False)
+    p = build_prompts(x, y, "triplet")
+    raw = lmulti.arrow_states(model, p.Z)
     Zq = p.Z.clone()
     Zq[..., -3:, :] = 0
     full = model(Zq, p.signs, upto=1)
     assert raw.shape == (2, 4, 4, 2 * cfg.d)
     for i in range(4):
         torch.testing.assert_close(raw[:, :, i], full[:, :, 3 * i + 1])
+    scaled = lmulti.arrow_states(model, p.Z, normalise=True)
+    torch.testing.assert_close(scaled[:, :, -1].norm(dim=-1).mean(1), torch.ones(2))
     with pytest.raises(ValueError, match="do not fit"):
         lmulti.inject_arrows(model, raw.repeat(1, 1, 2, 1), x[..., -1, :])
-    risks = lmulti.k_vector_risks(model, "gaussian", 8, g)
+    with pytest.raises(ValueError, match="injection site 'middle'"):
+        lmulti.inject_arrows(model, raw, x[..., -1, :], site="middle")
+    risks = lmulti.k_vector_risks([model, model], "gaussian", 8, g)
     assert list(risks) == ["n-shot", "0-shot", "k=1", "k=2", "k=3", "k=4"]
 
 
-def test_linear_k_vectors_go_into_the_last_k_arrows():
-    cfg = ModelConfig("triplet", 3, 1)
+def test_linear_one_input_vector_is_the_emergence_chapters_task_vector():
+    cfg = ModelConfig("triplet", 3, 2)
+    model = LinearTransformer(cfg, 2, torch.Generator().manual_seed(0))
+    x, y = sample_tasks((2, 5), 3, cfg.d, torch.Generator().manual_seed(1))
+    p = build_prompts(x, y, "triplet")
+    tv = extract_task_vector(model, p.Z)
+    torch.testing.assert_close(lmulti.arrow_states(model, p.Z, normalise=True)[:, :, -1], tv)
+    torch.testing.assert_close(lmulti.inject_arrows(model, tv[:, :, None], x[..., -1, :], site="input"),
+                               inject_task_vector(model, tv, x[..., -1, :]))
+
+
+@pytest.mark.parametrize("site,start", [("layer1", 1), ("input", 0)])
+def test_linear_k_vectors_go_into_the_last_k_arrows(site, start):
+    cfg = ModelConfig("triplet", 3, 2)
     model = LinearTransformer(cfg, 1, torch.Generator().manual_seed(0))
     vecs = torch.randn(1, 2, 2, 2 * cfg.d)
-    seen = {}
-    original = model.predict
+    seen = []
+    original = model.forward
 
-    def spy(Z, signs, keep=None):
-        seen["Z"] = Z
-        return original(Z, signs, keep)
+    def spy(Z, signs, keep=None, upto=None, start=0):
+        seen.append((Z.clone(), start))
+        return original(Z, signs, keep, upto, start)
 
-    model.predict = spy
-    lmulti.inject_arrows(model, vecs, torch.ones(1, 2, cfg.d))
-    Z = seen["Z"]
+    model.forward = spy
+    pred = lmulti.inject_arrows(model, vecs, torch.ones(1, 2, cfg.d), site=site)
+    Z, got_start = seen[-1]
+    assert got_start == start and pred.shape == (1, 2, cfg.d)
     torch.testing.assert_close(Z[..., [7, 10], :], vecs)
-    assert Z[..., [1, 4], :].abs().sum() == 0 and Z[..., 9, :cfg.d].abs().sum() > 0
+    assert Z[..., 9, :cfg.d].abs().sum() > 0
+    if site == "input":
+        assert Z[..., [0, 1, 2, 3, 4, 5, 6, 8, 11], :].abs().sum() == 0
+
+
+def test_linear_own_layer1_states_reproduce_the_prompt_and_n_plus_1_vectors_recover_icl():
+    """Writing a prompt's own layer-1 states back changes nothing. On a model built with Prop. 3's
+    structure (C_1 = 0, Lambda_4's rows orthonormal, layer 2 reads the arrows), the n+1 arrow vectors
+    injected into a prompt with no demonstrations give exactly the n-shot prediction; one does not."""
+    cfg = ModelConfig("triplet", 3, 2)
+    model = LinearTransformer(cfg, 1, torch.Generator().manual_seed(0))
+    x, y = sample_tasks((1, 6), 3, cfg.d, torch.Generator().manual_seed(2))
+    p = build_prompts(x, y, "triplet")
+    n, T = cfg.n, cfg.n_tokens
+    with torch.no_grad():
+        own = model(p.Z, p.signs, upto=1)
+        torch.testing.assert_close(-model(own, p.signs, start=1)[..., -1, cfg.d:], model.predict(p.Z, p.signs))
+        model.a.copy_(torch.tensor([[1.0, 0.0]]))
+        model.b.copy_(torch.tensor([[1.0, -1.0]]))
+        model.c.copy_(torch.tensor([[0.0, 1.0]]))
+        beta = torch.linalg.qr(torch.randn(n + 1, n + 1, generator=torch.Generator().manual_seed(3)))[0][:n]
+        D = torch.zeros(1, 2, T, T)
+        for i in range(n):  # demo i's x and y tokens feed arrow j with weight beta[i, j]
+            D[0, 0, 3 * i, 1::3] = D[0, 0, 3 * i + 2, 1::3] = beta[i]
+        D[0, 0, T - 3, T - 1] = 1.0  # x_test moves into the slot
+        model.D.copy_(D)
+        icl = model.predict(p.Z, p.signs)
+        states = lmulti.arrow_states(model, p.Z)
+        full = lmulti.inject_arrows(model, states, x[..., -1, :])
+        one = lmulti.inject_arrows(model, states[:, :, -1:], x[..., -1, :])
+    torch.testing.assert_close(full, icl)
+    assert (one - icl).abs().max() > 1e-3 * icl.abs().max()
 
 
 def _run(task: str, base: float, tv: float, tvm: float) -> multi.MultiRun:
