@@ -19,17 +19,17 @@ from dataclasses import replace
 import torch
 
 from tvlib.linear.model import ModelConfig
-from tvlib.linear.train import TrainConfig, train
+from tvlib.linear.train import TrainConfig, fit
 
 
 def seed_steps_per_s(mcfg: ModelConfig, tcfg: TrainConfig, vectorised: bool) -> float:
     """Train tcfg.n_seeds seeds for tcfg.steps steps, stacked or one at a time; seed-steps per second."""
     start = time.perf_counter()
     if vectorised:
-        train(mcfg, tcfg)
+        fit(mcfg, tcfg)
     else:
         for s in range(tcfg.n_seeds):
-            train(mcfg, replace(tcfg, n_seeds=1, seed=s))
+            fit(mcfg, replace(tcfg, n_seeds=1, seed=s))
     return tcfg.n_seeds * tcfg.steps / (time.perf_counter() - start)
 
 

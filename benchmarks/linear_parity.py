@@ -35,7 +35,7 @@ from scipy.stats import mannwhitneyu
 
 from tvlib.linear import analysis as la
 from tvlib.linear.model import ModelConfig
-from tvlib.linear.train import TrainConfig, train
+from tvlib.linear.train import TrainConfig, fit
 
 
 def authors_train(script: Path, workdir: Path, L: int, n: int, steps: int, batch: int, seed: int) -> float:
@@ -78,7 +78,7 @@ def ours(L: int, n: int, steps: int, batch: int, seeds: list[int], signs: str, d
     """tvlib.linear on the same configuration; per-seed TV and 1-shot risks and the training wall time."""
     tcfg = TrainConfig(steps=steps, batch=batch, n_seeds=len(seeds), seed=seeds[0], signs=signs, device=device)
     start = time.perf_counter()
-    run_n, run_1 = train(ModelConfig("triplet", n, L), tcfg), train(ModelConfig("triplet", 1, L), tcfg)
+    run_n, run_1 = fit(ModelConfig("triplet", n, L), tcfg), fit(ModelConfig("triplet", 1, L), tcfg)
     wall = time.perf_counter() - start
     gen = torch.Generator(device=device).manual_seed(99)
     r = la.task_vector_risks(run_n.checkpoints, run_1.checkpoints, "rank_one", 1000, gen)

@@ -8,7 +8,7 @@ import torch
 from tvlib.linear import analysis as la
 from tvlib.linear.data import Prompts, build_prompts, n_tokens, position_signs, sample_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
-from tvlib.linear.train import TrainConfig, TrainResult, clip_per_seed, dropout_keep, risk, train, weight_decay_left
+from tvlib.linear.train import TrainConfig, TrainResult, clip_per_seed, dropout_keep, fit, risk, train, weight_decay_left
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -168,7 +168,7 @@ def test_weight_decay_left_is_the_product_over_the_schedule():
 def test_training_follows_the_schedule(monkeypatch):
     """With the one schedule set to 0, AdamW moves nothing (no step, no decay)."""
     monkeypatch.setattr(TrainConfig, "learning_rate", lambda self, step: 0.0)
-    res = train(ModelConfig("single", 2, 1), TrainConfig(steps=3, batch=4, n_seeds=1, eval_every=1, eval_batch=4))
+    res = fit(ModelConfig("single", 2, 1), TrainConfig(steps=3, batch=4, n_seeds=1, eval_every=1, eval_batch=4))
     assert torch.equal(res.model.D.detach(), res.D_init)
 
 
@@ -202,7 +202,7 @@ def test_single_layer_optimum_by_monte_carlo():
 
 
 def test_short_training_approaches_the_one_layer_optimum():
-    res = train(ModelConfig("single", 5, 1), TrainConfig(steps=300, batch=64, n_seeds=2, halve_every=100,
+    res = fit(ModelConfig("single", 5, 1), TrainConfig(steps=300, batch=64, n_seeds=2, halve_every=100,
                                                           l1_from=50, eval_every=50, eval_batch=400, last_k=2))
     assert res.risk.shape == (len(res.steps), 2)
     assert res.final.min().item() == pytest.approx(la.single_layer_optimum(5, 4)[1], rel=0.15)
@@ -268,3 +268,34 @@ def test_prop5_theory_profile():
         la.tv_weight_profile(8, 1.0, causal=True, seed=0)
     assert la.participation(torch.ones(5)).item() == pytest.approx(1.0)
     assert la.participation(torch.tensor([1.0, 0, 0, 0])).item() == pytest.approx(0.25)
+
+
+def test_train_caches_the_run_and_serves_it_back(tmp_path, monkeypatch):
+    """The second call loads the first call's run (models, checkpoints, curve) without training."""
+    mcfg, tcfg = ModelConfig("triplet", 2, 2), TrainConfig(steps=4, batch=8, n_seeds=2, eval_every=1, eval_batch=8,
+                                                           last_k=2)
+    first = train(mcfg, tcfg, cache=tmp_path)
+    assert len(list(tmp_path.glob("linear-*.pt"))) == 1
+    monkeypatch.setattr("tvlib.linear.train.fit", lambda *a: pytest.fail("a cached run was trained again"))
+    again = train(mcfg, tcfg, cache=tmp_path)
+    assert again.steps == first.steps and torch.equal(again.risk, first.risk)
+    assert torch.equal(again.D_init, first.D_init)
+    for a, b in zip([again.model, *again.checkpoints], [first.model, *first.checkpoints], strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert again.last_k == 2 and not again.checkpoints[0].D.requires_grad
+
+
+def test_train_cache_key_follows_both_configs_and_training_runs_on_one_thread(tmp_path, monkeypatch):
+    from tvlib.linear import train as train_module
+    mcfg, tcfg = ModelConfig("triplet", 2, 2), TrainConfig(steps=4)
+    assert train_module.run_key(mcfg, tcfg) != train_module.run_key(ModelConfig("triplet", 2, 3), tcfg)
+    assert train_module.run_key(mcfg, tcfg) != train_module.run_key(mcfg, TrainConfig(steps=5))
+    seen, real = [], train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(mcfg, TrainConfig(steps=2, batch=4, n_seeds=1, eval_every=1, eval_batch=4), cache=tmp_path)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,7 @@ import torch
 from tvlib.linear import analysis as la
 from tvlib.linear.data import build_prompts, position_signs, sample_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
-from tvlib.linear.train import TrainConfig, train
+from tvlib.linear.train import TrainConfig, fit
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -93,12 +93,12 @@ def test_injection_is_a_zero_shot_prompt_of_full_length():
 
 
 def test_training_keeps_the_last_checkpoints_and_risks_average_over_them():
-    res = train(ModelConfig("triplet", 2, 2), TrainConfig(steps=6, batch=8, n_seeds=2, eval_every=1, eval_batch=8,
+    res = fit(ModelConfig("triplet", 2, 2), TrainConfig(steps=6, batch=8, n_seeds=2, eval_every=1, eval_batch=8,
                                                           last_k=3))
     assert len(res.checkpoints) == 3 and res.steps[-3:] == [3, 4, 5]
     assert torch.equal(res.checkpoints[-1].D, res.model.D.detach())
     assert not torch.equal(res.checkpoints[0].D, res.checkpoints[1].D)
-    one = train(ModelConfig("triplet", 1, 2), TrainConfig(steps=6, batch=8, n_seeds=2, eval_every=1, eval_batch=8,
+    one = fit(ModelConfig("triplet", 1, 2), TrainConfig(steps=6, batch=8, n_seeds=2, eval_every=1, eval_batch=8,
                                                           last_k=3))
     each = [la.task_vector_risks([a], [b], "rank_one", 16, gen(9)) for a, b in zip(res.checkpoints, one.checkpoints)]
     mean = la.task_vector_risks(res.checkpoints, one.checkpoints, "rank_one", 16, gen(9))

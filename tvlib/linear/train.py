@@ -9,19 +9,27 @@ seed (a joint norm would couple the seeds).
 The protocol is the authors' code (``LinearTransformer/icl_regression.py``), checked side by side by
 ``benchmarks/linear_parity.py``: random position signs only in training (:func:`position_signs`),
 their learning-rate schedule, the last checkpoints kept for the reported risks.
+
+:func:`train` is cached on disk (:mod:`tvlib.runcache`: keyed by both configs and the source of
+``data``, ``model`` and this module), so chapters that train the same configuration share one run.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tvlib.linear import data as data_module
+from tvlib.linear import model as model_module
 from tvlib.linear.data import SIGN_MODES, Prompts, check_layout, position_signs, sample_prompts
 from tvlib.linear.model import LinearTransformer, ModelConfig
+from tvlib.runcache import cache_dir, content_key, one_thread, save_atomic
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,45 @@ def clip_per_seed(model: LinearTransformer, max_norm: float) -> None:
         p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
 
 
-def train(mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
+def run_key(mcfg: ModelConfig, tcfg: TrainConfig) -> str:
+    """Content address of a run: both configs and the source of the code that trains it."""
+    return content_key({"model": asdict(mcfg), "train": asdict(tcfg)},
+                       (data_module, model_module, sys.modules[__name__]))
+
+
+def train(mcfg: ModelConfig, tcfg: TrainConfig, cache: Path | None = None) -> TrainResult:
     """Train ``tcfg.n_seeds`` models of shape ``mcfg`` at once on fresh Gaussian regression batches
-    with random position signs; the test curve uses one fixed batch with P = I."""
+    with random position signs; the test curve uses one fixed batch with P = I.
+
+    The result is cached at ``<cache>/linear-<run_key>.pt`` (default :func:`tvlib.runcache.cache_dir`)
+    and loaded from there when it exists. Training runs on one CPU thread (faster for these small
+    tensors, and the cached run does not depend on the caller's thread count)."""
+    path = (cache_dir() if cache is None else Path(cache)) / f"linear-{run_key(mcfg, tcfg)}.pt"
+    if path.exists():
+        return _load(path, mcfg, tcfg)
+    with one_thread():
+        result = fit(mcfg, tcfg)
+    save_atomic({"model": result.model.state_dict(), "D_init": result.D_init, "steps": result.steps,
+                 "risk": result.risk, "checkpoints": [m.state_dict() for m in result.checkpoints]}, path)
+    return result
+
+
+def _load(path: Path, mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
+    """A cached run, rebuilt as the :class:`TrainResult` that :func:`fit` returned."""
+    state = torch.load(path, weights_only=True, map_location=tcfg.device)
+
+    def rebuild(weights: dict[str, Tensor]) -> LinearTransformer:
+        m = LinearTransformer(mcfg, tcfg.n_seeds, torch.Generator(device=tcfg.device), device=tcfg.device)
+        m.load_state_dict(weights)
+        return m
+
+    checkpoints = [rebuild(w).requires_grad_(False) for w in state["checkpoints"]]
+    return TrainResult(model=rebuild(state["model"]), D_init=state["D_init"], steps=state["steps"],
+                       risk=state["risk"], last_k=tcfg.last_k, checkpoints=checkpoints)
+
+
+def fit(mcfg: ModelConfig, tcfg: TrainConfig) -> TrainResult:
+    """:func:`train` without the cache: always trains (benchmarks time this)."""
     dev, S = tcfg.device, tcfg.n_seeds
     g_init, g_data, g_test = (torch.Generator(device=dev).manual_seed(tcfg.seed * 1000 + k) for k in range(3))
     model = LinearTransformer(mcfg, S, g_init, device=dev)

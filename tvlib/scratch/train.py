@@ -14,12 +14,8 @@ code, under ``$TVLIB_CACHE`` (default ``~/.cache/tvlib``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvlib import engine
+from tvlib.runcache import cache_dir, content_key, one_thread, save_atomic
 from tvlib.scratch import tasks
 from tvlib.scratch import gpt
 from tvlib.scratch.gpt import GPT, GPTConfig, model_inputs, query_positions
@@ -152,42 +149,9 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 # ----------------------------------------------------------------------------- training
 
 
-def cache_dir() -> Path:
-    """Where runs are cached: ``$TVLIB_CACHE`` or ``~/.cache/tvlib``."""
-    return Path(os.environ.get("TVLIB_CACHE", Path.home() / ".cache" / "tvlib"))
-
-
 def run_key(cfg: TrainConfig) -> str:
     """Content address of a run: the config and the source of the code that trains it."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for module in (gpt, tasks):
-        h.update(Path(module.__file__).read_bytes())
-    h.update(Path(__file__).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block, then restore the caller's count.
-
-    A CPU matmul's reduction order depends on the thread count, so a model trained on two threads
-    differs in the last bits from one trained on one, and the run cache (keyed on the config and
-    the code, not on the machine's threads) would serve whichever was trained first.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return content_key(asdict(cfg), (gpt, tasks, sys.modules[__name__]))
 
 
 def train(cfg: TrainConfig, cache: Path | None = None, ckpt_every: int = 200,
