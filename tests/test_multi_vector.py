@@ -165,10 +165,39 @@ def test_linear_own_layer1_states_reproduce_the_prompt_and_n_plus_1_vectors_reco
     assert (one - icl).abs().max() > 1e-3 * icl.abs().max()
 
 
+def _items(p: float) -> np.ndarray:
+    """Five test items, a fraction ``p`` of them right."""
+    return np.arange(5) < round(5 * p)
+
+
 def _run(task: str, base: float, tv: float, tvm: float) -> multi.MultiRun:
     dev = {("TaskV", 1): np.array([0.0, 1.0, 0.5]), ("TaskV-M", 1): np.array([0.9, 0.2, 0.1])}
-    test = {("TaskV", 1): np.array([0.0, tv, 0.0]), ("TaskV-M", 1): np.array([tvm, 0.0, 0.0])}
-    return multi.MultiRun(task, {1: base}, dev, test)
+    test = {("TaskV", 1): _items(tv), ("TaskV-M", 1): _items(tvm)}
+    return multi.MultiRun(task, {1: _items(base)}, dev, test)
+
+
+def test_paired_gain_pools_items_and_gives_a_standard_error():
+    runs = {"lower_upper": [_run("lower_upper", 0.2, 0.6, 0.8), _run("lower_upper", 0.4, 0.8, 1.0)],
+            "bij_lower_upper": [_run("bij_lower_upper", 0.0, 0.2, 0.4)]}
+    mean, se, n = multi.paired_gain(runs, "TaskV-M", "TaskV", [1])
+    d = np.array([0, 0, 0, 1, 0] + [0, 0, 0, 0, 1] + [0, 1, 0, 0, 0], float)
+    assert n == 15 and mean == pytest.approx(100 * d.mean()) and se == pytest.approx(100 * d.std(ddof=1) / np.sqrt(15))
+    assert multi.paired_gain(runs, "TaskV", "Baseline", [1], ["bij_lower_upper"])[0] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="no test results at N = 2"):
+        multi.paired_gain(runs, "TaskV-M", "TaskV", [2])
+
+
+def test_layer_correct_with_own_states_matches_the_plain_prompt(tiny):
+    model, tok = tiny
+    texts = [T.prompt(TASK.pairs[i:i + 2], TASK.pairs[i + 3][0]) for i in range(3)]
+    inputs = engine.encode(tok, texts, model)
+    own = engine.extract(model, inputs, multi.arrow_positions(inputs["input_ids"], ARROW, 3))
+    pred = engine.last_logits(model, inputs).argmax(-1)
+    assert multi.plain_correct(model, tok, texts, pred).all()
+    for layer in range(engine.num_layers(model)):
+        assert multi.layer_correct(model, tok, T, texts, pred, own, layer, "demos").all()
+    with pytest.raises(ValueError, match="layer 9 is not in"):
+        multi.layer_correct(model, tok, T, texts, pred, own, 9)
 
 
 def test_table_averages_tasks_then_trials_and_reports_both_numbers():
