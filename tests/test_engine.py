@@ -422,6 +422,23 @@ def test_sweep_at_several_positions_equals_the_loop(arch, per_layer):
     assert engine.truncation_verdict(model) is None  # the last-position check is a separate verdict
 
 
+def test_truncated_span_sweep_runs_each_layer_from_its_own_block(monkeypatch):
+    """Several positions (TaskV-M): a group would run its later layers' rows from its first block,
+    so every layer gets its own truncated forward, whatever rows_per_pass allows."""
+    from conftest import build_tiny
+
+    model = build_tiny(TRUNCATABLE[0])
+    inputs, _ = padded_batch(model, lengths=(6, 5))
+    where = torch.tensor([[-3, -1], [-3, -1]])
+    v = vectors(3, 2, 2, WIDTH, seed=4)
+    engine.layer_sweep(model, inputs, where, v, per_layer=True)  # first use: checks itself
+    calls = record_groups(monkeypatch)
+    out = engine.layer_sweep(model, inputs, where, v, per_layer=True, rows_per_pass=256)
+    assert calls == [("truncated", 2, [0]), ("truncated", 2, [1]), ("truncated", 2, [2])]
+    torch.testing.assert_close(out, engine.layer_sweep_loop(model, inputs, where, v, per_layer=True),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_first_truncated_sweep_checks_a_sample_of_its_own_rows(monkeypatch):
     from conftest import build_tiny
 

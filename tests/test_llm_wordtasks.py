@@ -30,6 +30,14 @@ def test_every_task_is_a_function_with_enough_pairs():
         assert len(task.pairs) >= (25 if "letter" in name else 26 if "upper" in name or "lower" in name else 40), name
 
 
+def test_list_tasks_answer_the_first_and_last_letter():
+    lists = wt.letter_lists()
+    assert len(lists) == len(set(lists)) == 60 and lists == wt.letter_lists()
+    assert all(len(x.split()) == 3 == len(set(x.split())) for x in lists)
+    first, last = dict(wt.load_task("list_first").pairs), dict(wt.load_task("list_last").pairs)
+    assert all(first[x] == x.split()[0] and last[x] == x.split()[-1] for x in lists)
+
+
 def test_word_lists_are_ours_and_well_formed():
     assert wt.word_lists() == ["antonym", "country_capital", "english_french", "english_spanish", "present_gerund",
                                "present_past", "singular_plural"]

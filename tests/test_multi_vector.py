@@ -6,6 +6,7 @@ import torch
 
 from tvlib import engine
 from tvlib.linear import multi as lmulti
+from tvlib.linear.analysis import extract_task_vector, inject_task_vector
 from tvlib.linear.data import build_prompts, sample_tasks
 from tvlib.linear.model import LinearTransformer, ModelConfig
 from tvlib.llm import multi, wordtasks
@@ -84,42 +85,119 @@ def test_linear_arrows_in_order_and_k_bounds():
     model = LinearTransformer(cfg, 2, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     x, y = sample_tasks((2, 4), 3, cfg.d, g)
-    p = build_prompts(x, y, "triplet", g)
-    raw = lmulti.arrow_states(model, p.Z, p.signs, normalise=False)
+    p = build_prompts(x, y, "triplet")
+    raw = lmulti.arrow_states(model, p.Z)
     Zq = p.Z.clone()
     Zq[..., -3:, :] = 0
     full = model(Zq, p.signs, upto=1)
     assert raw.shape == (2, 4, 4, 2 * cfg.d)
     for i in range(4):
         torch.testing.assert_close(raw[:, :, i], full[:, :, 3 * i + 1])
+    scaled = lmulti.arrow_states(model, p.Z, normalise=True)
+    torch.testing.assert_close(scaled[:, :, -1].norm(dim=-1).mean(1), torch.ones(2))
     with pytest.raises(ValueError, match="do not fit"):
         lmulti.inject_arrows(model, raw.repeat(1, 1, 2, 1), x[..., -1, :])
-    risks = lmulti.k_vector_risks(model, "gaussian", 8, g)
+    with pytest.raises(ValueError, match="injection site 'middle'"):
+        lmulti.inject_arrows(model, raw, x[..., -1, :], site="middle")
+    risks = lmulti.k_vector_risks([model, model], "gaussian", 8, g)
     assert list(risks) == ["n-shot", "0-shot", "k=1", "k=2", "k=3", "k=4"]
 
 
-def test_linear_k_vectors_go_into_the_last_k_arrows():
-    cfg = ModelConfig("triplet", 3, 1)
+def test_linear_one_input_vector_is_the_emergence_chapters_task_vector():
+    cfg = ModelConfig("triplet", 3, 2)
+    model = LinearTransformer(cfg, 2, torch.Generator().manual_seed(0))
+    x, y = sample_tasks((2, 5), 3, cfg.d, torch.Generator().manual_seed(1))
+    p = build_prompts(x, y, "triplet")
+    tv = extract_task_vector(model, p.Z)
+    torch.testing.assert_close(lmulti.arrow_states(model, p.Z, normalise=True)[:, :, -1], tv)
+    torch.testing.assert_close(lmulti.inject_arrows(model, tv[:, :, None], x[..., -1, :], site="input"),
+                               inject_task_vector(model, tv, x[..., -1, :]))
+
+
+@pytest.mark.parametrize("site,start", [("layer1", 1), ("input", 0)])
+def test_linear_k_vectors_go_into_the_last_k_arrows(site, start):
+    cfg = ModelConfig("triplet", 3, 2)
     model = LinearTransformer(cfg, 1, torch.Generator().manual_seed(0))
     vecs = torch.randn(1, 2, 2, 2 * cfg.d)
-    seen = {}
-    original = model.predict
+    seen = []
+    original = model.forward
 
-    def spy(Z, signs, keep=None):
-        seen["Z"] = Z
-        return original(Z, signs, keep)
+    def spy(Z, signs, keep=None, upto=None, start=0):
+        seen.append((Z.clone(), start))
+        return original(Z, signs, keep, upto, start)
 
-    model.predict = spy
-    lmulti.inject_arrows(model, vecs, torch.ones(1, 2, cfg.d))
-    Z = seen["Z"]
+    model.forward = spy
+    pred = lmulti.inject_arrows(model, vecs, torch.ones(1, 2, cfg.d), site=site)
+    Z, got_start = seen[-1]
+    assert got_start == start and pred.shape == (1, 2, cfg.d)
     torch.testing.assert_close(Z[..., [7, 10], :], vecs)
-    assert Z[..., [1, 4], :].abs().sum() == 0 and Z[..., 9, :cfg.d].abs().sum() > 0
+    assert Z[..., 9, :cfg.d].abs().sum() > 0
+    if site == "input":
+        assert Z[..., [0, 1, 2, 3, 4, 5, 6, 8, 11], :].abs().sum() == 0
+
+
+def test_linear_own_layer1_states_reproduce_the_prompt_and_n_plus_1_vectors_recover_icl():
+    """Writing a prompt's own layer-1 states back changes nothing. On a model built with Prop. 3's
+    structure (C_1 = 0, Lambda_4's rows orthonormal, layer 2 reads the arrows), the n+1 arrow vectors
+    injected into a prompt with no demonstrations give exactly the n-shot prediction; one does not."""
+    cfg = ModelConfig("triplet", 3, 2)
+    model = LinearTransformer(cfg, 1, torch.Generator().manual_seed(0))
+    x, y = sample_tasks((1, 6), 3, cfg.d, torch.Generator().manual_seed(2))
+    p = build_prompts(x, y, "triplet")
+    n, T = cfg.n, cfg.n_tokens
+    with torch.no_grad():
+        own = model(p.Z, p.signs, upto=1)
+        torch.testing.assert_close(-model(own, p.signs, start=1)[..., -1, cfg.d:], model.predict(p.Z, p.signs))
+        model.a.copy_(torch.tensor([[1.0, 0.0]]))
+        model.b.copy_(torch.tensor([[1.0, -1.0]]))
+        model.c.copy_(torch.tensor([[0.0, 1.0]]))
+        beta = torch.linalg.qr(torch.randn(n + 1, n + 1, generator=torch.Generator().manual_seed(3)))[0][:n]
+        D = torch.zeros(1, 2, T, T)
+        for i in range(n):  # demo i's x and y tokens feed arrow j with weight beta[i, j]
+            D[0, 0, 3 * i, 1::3] = D[0, 0, 3 * i + 2, 1::3] = beta[i]
+        D[0, 0, T - 3, T - 1] = 1.0  # x_test moves into the slot
+        model.D.copy_(D)
+        icl = model.predict(p.Z, p.signs)
+        states = lmulti.arrow_states(model, p.Z)
+        full = lmulti.inject_arrows(model, states, x[..., -1, :])
+        one = lmulti.inject_arrows(model, states[:, :, -1:], x[..., -1, :])
+    torch.testing.assert_close(full, icl)
+    assert (one - icl).abs().max() > 1e-3 * icl.abs().max()
+
+
+def _items(p: float) -> np.ndarray:
+    """Five test items, a fraction ``p`` of them right."""
+    return np.arange(5) < round(5 * p)
 
 
 def _run(task: str, base: float, tv: float, tvm: float) -> multi.MultiRun:
     dev = {("TaskV", 1): np.array([0.0, 1.0, 0.5]), ("TaskV-M", 1): np.array([0.9, 0.2, 0.1])}
-    test = {("TaskV", 1): np.array([0.0, tv, 0.0]), ("TaskV-M", 1): np.array([tvm, 0.0, 0.0])}
-    return multi.MultiRun(task, {1: base}, dev, test)
+    test = {("TaskV", 1): _items(tv), ("TaskV-M", 1): _items(tvm)}
+    return multi.MultiRun(task, {1: _items(base)}, dev, test)
+
+
+def test_paired_gain_pools_items_and_gives_a_standard_error():
+    runs = {"lower_upper": [_run("lower_upper", 0.2, 0.6, 0.8), _run("lower_upper", 0.4, 0.8, 1.0)],
+            "bij_lower_upper": [_run("bij_lower_upper", 0.0, 0.2, 0.4)]}
+    mean, se, n = multi.paired_gain(runs, "TaskV-M", "TaskV", [1])
+    d = np.array([0, 0, 0, 1, 0] + [0, 0, 0, 0, 1] + [0, 1, 0, 0, 0], float)
+    assert n == 15 and mean == pytest.approx(100 * d.mean()) and se == pytest.approx(100 * d.std(ddof=1) / np.sqrt(15))
+    assert multi.paired_gain(runs, "TaskV", "Baseline", [1], ["bij_lower_upper"])[0] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="no test results at N = 2"):
+        multi.paired_gain(runs, "TaskV-M", "TaskV", [2])
+
+
+def test_layer_correct_with_own_states_matches_the_plain_prompt(tiny):
+    model, tok = tiny
+    texts = [T.prompt(TASK.pairs[i:i + 2], TASK.pairs[i + 3][0]) for i in range(3)]
+    inputs = engine.encode(tok, texts, model)
+    own = engine.extract(model, inputs, multi.arrow_positions(inputs["input_ids"], ARROW, 3))
+    pred = engine.last_logits(model, inputs).argmax(-1)
+    assert multi.plain_correct(model, tok, texts, pred).all()
+    for layer in range(engine.num_layers(model)):
+        assert multi.layer_correct(model, tok, T, texts, pred, own, layer, "demos").all()
+    with pytest.raises(ValueError, match="layer 9 is not in"):
+        multi.layer_correct(model, tok, T, texts, pred, own, 9)
 
 
 def test_table_averages_tasks_then_trials_and_reports_both_numbers():

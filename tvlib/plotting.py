@@ -278,8 +278,9 @@ def methods_by_shots(axes: Sequence[Axes], frame, categories: Sequence[str], *, 
             ax.plot(rows.n_shots, rows["mean"], marker="o", color=_color(i), label=method)
             ax.fill_between(rows.n_shots, rows["mean"] - rows["std"], rows["mean"] + rows["std"], color=_color(i),
                             alpha=0.15)
-        ax.set(xlabel="N (shots in the prompt)", ylabel="accuracy (%)", ylim=(-5, 105),
-               title=f"{title}: {cat}" if title else cat)
+        ax.set(xlabel="N (shots in the prompt)", ylabel="accuracy (%)", ylim=(-5, 105))
+        ax.set_title(f"{title}: {cat}" if title else cat, fontsize="small")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axes[0].legend(fontsize="small")
     return axes
 

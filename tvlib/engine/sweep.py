@@ -242,7 +242,11 @@ def _sweep_prefixed(model: nn.Module, step: _Step, vecs: Tensor, mode: str, rows
     against the hook-based path (:func:`_check_sample`).
     """
     batch, n_layers = vecs.shape[:2]
-    groups = _layer_groups(n_layers, max(1, rows_per_pass // batch))
+    # A truncated group runs every row from the group's first layer: for a span of columns that
+    # wastes (G-1)/(L-1) of the work, so there each layer gets its own forward (all prompts of the
+    # chunk, rest columns each: matrix products large enough).
+    size = 1 if truncate and step.length > 1 else max(1, rows_per_pass // batch)
+    groups = _layer_groups(n_layers, size)
     if not truncate:
         return torch.cat([_hooked_group(model, step, layers, vecs, mode) for layers in groups])
     clean = step.clean_states(model)
@@ -362,17 +366,24 @@ def _tolerance(dtype: torch.dtype) -> float:
     return max(1e-5, 4 * torch.finfo(dtype).eps)
 
 
+CHECK_DEPTHS = 6  # truncation depths a first sweep checks at most, where every layer is its own group
+
+
 def _check_sample(model: nn.Module, step: _Step, groups: list[list[int]], vecs: Tensor, got: Tensor) -> None:
     """Raise _Mismatch unless the truncated logits `got` [L, B, V] equal the hook-based path on a sample.
 
     The sample, in one forward on the same prefix cache: the most and the least left-padded prompts,
-    at each group's first layer (it enters as inputs_embeds; every truncation depth used), its
-    second (hooked in a truncated stack) and the last layer (as the model's own last layer).
+    at each group's first layer (it enters as inputs_embeds; every truncation depth used, or
+    :data:`CHECK_DEPTHS` of them evenly spaced where every layer is its own group), its second
+    (hooked in a truncated stack) and the last layer (as the model's own last layer).
     """
     mask = step.rest.get("attention_mask")
     lengths = mask.sum(1) if mask is not None else torch.zeros(vecs.shape[0])
     prompts = torch.tensor(sorted({int(lengths.argmin()), int(lengths.argmax())}))
-    layers = sorted({g[i] for g in groups for i in (0, 1) if i < len(g)} | {vecs.shape[1] - 1})
+    firsts = [g[0] for g in groups]
+    if len(firsts) > CHECK_DEPTHS:
+        firsts = [firsts[round(i * (len(firsts) - 1) / (CHECK_DEPTHS - 1))] for i in range(CHECK_DEPTHS)]
+    layers = sorted(set(firsts) | {g[1] for g in groups if len(g) > 1} | {vecs.shape[1] - 1})
     sample = step.select(prompts, model.get_input_embeddings().weight.device)
     want = _hooked_group(model, sample, layers, vecs[prompts], "replace")
     have = got.index_select(1, prompts.to(got.device)).index_select(0, torch.tensor(layers, device=got.device))

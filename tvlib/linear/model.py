@@ -89,9 +89,11 @@ class LinearTransformer(nn.Module):
         ab = torch.cat([self.a[:, l, None].expand(S, d), self.b[:, l, None].expand(S, d)], -1) / n
         return out * ab[:, None, None, :]
 
-    def forward(self, Z: Tensor, signs: Tensor, keep: Tensor | None = None, upto: int | None = None) -> Tensor:
-        """Run layers 1..upto (default all) on prompts Z [S or 1, B, T, 2d]; returns [S, B, T, 2d].
+    def forward(self, Z: Tensor, signs: Tensor, keep: Tensor | None = None, upto: int | None = None,
+                start: int = 0) -> Tensor:
+        """Run layers start+1..upto (default all) on prompts Z [S or 1, B, T, 2d]; returns [S, B, T, 2d].
 
+        ``start`` > 0 takes Z as the output of layer ``start`` (to continue after an injection).
         ``signs`` [.., T] serve every layer; [.., L, T] give each layer its own (the authors'
         training). ``keep`` [S, B, L, T] drops tokens (token dropout, Prop. 5).
         """
@@ -107,7 +109,9 @@ class LinearTransformer(nn.Module):
                              f"per layer [.., {L}, {T}]")
         Z, signs = Z.expand(S, B, T, 2 * d), signs.expand(S, B, L, T)
         m = self.source_weights(keep).expand(S, B, -1, -1)
-        for l in range(L if upto is None else upto):
+        if not 0 <= start <= (L if upto is None else upto):
+            raise ValueError(f"start={start} must lie in 0..{L if upto is None else upto}")
+        for l in range(start, L if upto is None else upto):
             Z = Z + self.attention(l, Z, signs[:, :, l], m[:, :, l], None if keep is None else keep[:, :, l])
         return Z
 

@@ -29,6 +29,7 @@ METHODS = ("Baseline", "TaskV", "TaskV-M", "TaskV-MS")
 # Dong et al.'s Table 2 categories for our word tasks (ours; the paper's task lists differ).
 CATEGORIES = {"country_capital": "Knowledge", "lower_upper": "Algorithmic", "upper_lower": "Algorithmic",
               "next_letter": "Algorithmic", "prev_letter": "Algorithmic", "copy": "Algorithmic",
+              "list_first": "Algorithmic", "list_last": "Algorithmic",
               "english_french": "Translation", "french_english": "Translation", "english_spanish": "Translation",
               "spanish_english": "Translation", "present_past": "Linguistic", "past_present": "Linguistic",
               "singular_plural": "Linguistic", "plural_singular": "Linguistic", "present_gerund": "Linguistic",
@@ -149,25 +150,46 @@ def sweep_accuracy(model: nn.Module, tokenizer, template: Template, texts: list[
     return (logits.argmax(-1).cpu() == answers).float().mean(1).numpy()
 
 
-def plain_accuracy(model: nn.Module, tokenizer, texts: list[str], answers: Tensor) -> float:
-    """Greedy first-token accuracy of plain prompts (the Baseline: N-shot ICL)."""
+def plain_correct(model: nn.Module, tokenizer, texts: list[str], answers: Tensor) -> np.ndarray:
+    """Per prompt, whether greedy first-token decoding is right on plain prompts (the Baseline)."""
     with torch.no_grad():
         pred = engine.last_logits(model, _encode(model, tokenizer, texts)).argmax(-1).cpu()
-    return float((pred == answers).float().mean())
+    return (pred == answers).numpy()
+
+
+def layer_correct(model: nn.Module, tokenizer, template: Template, texts: list[str], answers: Tensor,
+                  vectors: Tensor, layer: int, arrows: str = "all") -> np.ndarray:
+    """Per prompt, whether the answer is right with ``vectors`` [L, B, P, D] injected at ``layer`` only
+    (one forward: the test items need the dev-chosen layer, not a sweep)."""
+    if arrows not in ARROWS:
+        raise ValueError(f"arrows {arrows!r} is not one of {', '.join(ARROWS)}")
+    if not 0 <= layer < vectors.shape[0]:
+        raise ValueError(f"layer {layer} is not in 0..{vectors.shape[0] - 1}")
+    inputs = _encode(model, tokenizer, texts)
+    pos = arrow_positions(inputs["input_ids"].cpu(), arrow_id(tokenizer, template), vectors.shape[2])
+    keep = {"all": slice(None), "demos": slice(0, -1), "query": slice(-1, None)}[arrows]
+    with torch.no_grad(), engine.inject(model, layer, pos[:, keep], vectors[layer][:, keep]):
+        pred = engine.last_logits(model, inputs).argmax(-1).cpu()
+    return (pred == answers).numpy()
 
 
 @dataclass
 class MultiRun:
-    """One task, one trial: accuracies by method and N; the vector methods keep dev and test by layer."""
+    """One task, one trial: the Baseline and the vector methods on test items (per item, right or
+    not); the vector methods' dev accuracy by layer and the layer it chooses."""
 
     task: str
-    baseline: dict[int, float]  # N -> N-shot ICL accuracy on test items
-    dev: dict[tuple[str, int], np.ndarray]  # (method or method/arrows, N) -> [L]
-    test: dict[tuple[str, int], np.ndarray]
+    baseline: dict[int, np.ndarray]  # N -> [n_test] N-shot ICL right or not
+    dev: dict[tuple[str, int], np.ndarray]  # (method or method/arrows, N) -> [L] dev accuracy
+    test: dict[tuple[str, int], np.ndarray]  # same keys -> [n_test] right or not at the chosen layer
+
+    def layer(self, key: tuple[str, int]) -> int:
+        """The layer chosen on dev (the first best, as the authors' argmax)."""
+        return int(np.argmax(self.dev[key]))
 
     def chosen(self, key: tuple[str, int]) -> float:
-        """Test accuracy at the layer chosen on dev (the first best)."""
-        return float(self.test[key][int(np.argmax(self.dev[key]))])
+        """Test accuracy at the layer chosen on dev."""
+        return float(np.mean(self.test[key]))
 
     def best_dev(self, key: tuple[str, int]) -> float:
         """The paper's number: the best dev accuracy over layers."""
@@ -179,8 +201,9 @@ def evaluate_multi(model: nn.Module, tokenizer, task: WordTask, shots: list[int]
                    diagnose: tuple[int, ...] = (), rows_per_pass: int = 256) -> MultiRun:
     """Baseline, TaskV, TaskV-M and TaskV-MS for N in ``shots`` on dev and test items of one task.
 
-    For N in ``diagnose`` (N >= 1), TaskV-M's vectors are also injected at the demonstration arrows
-    only ("TaskV-M/demos") and at the query arrow alone ("TaskV-M/query").
+    Dev items are swept over every layer; test items run at the dev-chosen layer only. For N in
+    ``diagnose`` (N >= 1), TaskV-M's vectors are also injected at the demonstration arrows only
+    ("TaskV-M/demos") and at the query arrow alone ("TaskV-M/query").
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(task.pairs))
@@ -196,19 +219,43 @@ def evaluate_multi(model: nn.Module, tokenizer, task: WordTask, shots: list[int]
         splits[name] = (items, states, answers)
     run = MultiRun(task.name, {}, {}, {})
     for n_shots in shots:
-        for name, (items, states, answers) in splits.items():
-            texts = [template.prompt(it.demos[:n_shots], it.query[0]) for it in items]
-            if name == "test":
-                run.baseline[n_shots] = plain_accuracy(model, tokenizer, texts, answers)
-            methods = [("TaskV", "all")] + ([("TaskV-M", "all"), ("TaskV-MS", "all")] if n_shots else [])
-            if n_shots in diagnose and n_shots:
-                methods += [("TaskV-M", "demos"), ("TaskV-M", "query")]
-            for method, arrows in methods:
-                key = (method if arrows == "all" else f"{method}/{arrows}", n_shots)
-                acc = sweep_accuracy(model, tokenizer, template, texts, answers,
-                                     method_vectors(states, method, n_shots), arrows, rows_per_pass)
-                getattr(run, name)[key] = acc
+        texts = {name: [template.prompt(it.demos[:n_shots], it.query[0]) for it in items]
+                 for name, (items, _, _) in splits.items()}
+        run.baseline[n_shots] = plain_correct(model, tokenizer, texts["test"], splits["test"][2])
+        methods = [("TaskV", "all")] + ([("TaskV-M", "all"), ("TaskV-MS", "all")] if n_shots else [])
+        if n_shots in diagnose and n_shots:
+            methods += [("TaskV-M", "demos"), ("TaskV-M", "query")]
+        for method, arrows in methods:
+            key = (method if arrows == "all" else f"{method}/{arrows}", n_shots)
+            _, states, answers = splits["dev"]
+            run.dev[key] = sweep_accuracy(model, tokenizer, template, texts["dev"], answers,
+                                          method_vectors(states, method, n_shots), arrows, rows_per_pass)
+            _, states, answers = splits["test"]
+            run.test[key] = layer_correct(model, tokenizer, template, texts["test"], answers,
+                                          method_vectors(states, method, n_shots), run.layer(key), arrows)
     return run
+
+
+def paired_gain(runs: dict[str, list[MultiRun]], method: str, over: str, shots: list[int],
+                tasks: list[str] | None = None) -> tuple[float, float, int]:
+    """Points gained by ``method`` over ``over`` on the same test items, pooled over ``tasks`` (default
+    all), trials and N in ``shots``: (mean, its standard error, number of paired items).
+
+    Both methods answer the same items, so the per-item difference (-1, 0 or +1) carries the
+    comparison's uncertainty; ``over`` may be "Baseline".
+    """
+    diffs = []
+    for task in runs if tasks is None else tasks:
+        for run in runs[task]:
+            for n in shots:
+                if (method, n) not in run.test:
+                    raise ValueError(f"{method!r} has no test results at N = {n} for {task!r}")
+                other = run.baseline[n] if over == "Baseline" else run.test[(over, n)]
+                diffs.append(run.test[(method, n)].astype(float) - other.astype(float))
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    if d.size < 2:
+        raise ValueError(f"need at least 2 paired items, got {d.size}")
+    return 100 * float(d.mean()), 100 * float(d.std(ddof=1) / np.sqrt(d.size)), int(d.size)
 
 
 def table(runs: dict[str, list[MultiRun]], categories: dict[str, str], model: str,
@@ -236,7 +283,7 @@ def table(runs: dict[str, list[MultiRun]], categories: dict[str, str], model: st
         for cat in cats:
             def score(r: MultiRun) -> float:
                 if method == "Baseline":
-                    return r.baseline[n]
+                    return float(np.mean(r.baseline[n]))
                 return r.chosen((method, n)) if value == "chosen" else r.best_dev((method, n))
             per_cat.append(np.mean([[score(r) for r in runs[t]] for t in runs if categories[t] == cat], axis=0))
         for cat, vals in zip(cats + ["Average"], per_cat + [np.mean(per_cat, axis=0)]):

@@ -93,6 +93,17 @@ LOWER = string.ascii_lowercase
 UPPER = string.ascii_uppercase
 
 
+def letter_lists(n: int = 60, length: int = 3, seed: int = 0) -> list[str]:
+    """``n`` distinct lists of ``length`` distinct lowercase letters, space-separated ("c f k"), drawn
+    with a fixed seed: the inputs of Dong et al.'s list-first and list-last tasks (our lists)."""
+    import random
+
+    rng, lists = random.Random(seed), {}
+    while len(lists) < n:
+        lists.setdefault(" ".join(rng.sample(LOWER, length)), None)
+    return list(lists)
+
+
 def _one_way() -> dict[str, tuple[Pair, ...]]:
     """Every one-way task's pairs: the maps, then their inverses (:data:`INVERSE_OF`)."""
     maps = {
@@ -100,6 +111,8 @@ def _one_way() -> dict[str, tuple[Pair, ...]]:
         "copy": tuple((c, c) for c in LOWER + UPPER),
         "next_letter": tuple(zip(LOWER[:-1], LOWER[1:])),
         "prev_letter": tuple(zip(LOWER[1:], LOWER[:-1])),
+        "list_first": tuple((x, x[0]) for x in letter_lists()),
+        "list_last": tuple((x, x[-1]) for x in letter_lists()),
         **{name: load_pairs(name) for name in ("antonym", "country_capital", "english_french", "present_past",
                                                "singular_plural", "present_gerund", "english_spanish")},
     }
