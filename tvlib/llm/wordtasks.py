@@ -14,6 +14,7 @@ keeps only pairs whose answer is decided by its first token (the rule is in its 
 from __future__ import annotations
 
 import json
+import random
 import string
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -96,8 +97,6 @@ UPPER = string.ascii_uppercase
 def letter_lists(n: int = 60, length: int = 3, seed: int = 0) -> list[str]:
     """``n`` distinct lists of ``length`` distinct lowercase letters, space-separated ("c f k"), drawn
     with a fixed seed: the inputs of Dong et al.'s list-first and list-last tasks (our lists)."""
-    import random
-
     rng, lists = random.Random(seed), {}
     while len(lists) < n:
         lists.setdefault(" ".join(rng.sample(LOWER, length)), None)
