@@ -119,6 +119,21 @@ def test_evaluate_task_end_to_end_is_deterministic(tiny):
     assert frac.tolist() == [0.5]
 
 
+def test_echoes_are_predictions_of_the_query_itself(tiny):
+    from dataclasses import replace
+
+    model, tok = tiny
+    cfg = evaluate.EvalConfig(n_shots=2, n_dev=3, n_test=4, n_dummies=2)
+    copy = evaluate.evaluate_task(model, tok, wordtasks.load_task("copy"), cfg, seed=0, extra_layers=[])
+    assert np.array_equal(copy.tv_echo, copy.tv_test) and copy.icl_echo == copy.icl  # answer = query
+    upper = evaluate.evaluate_task(model, tok, wordtasks.load_task("lower_upper"), cfg, seed=0, extra_layers=[])
+    assert upper.tv_echo.shape == (4,) and np.all(upper.tv_echo + upper.tv_test <= 1)  # answer != query
+    run = replace(upper, tv_dev=np.array([1.0, 0, 0, 0]), tv_test=np.array([0.25, 1, 1, 1]),
+                  tv_echo=np.array([0.5, 0, 0, 0]))
+    assert run.best_layer == 0 and run.echo_share == pytest.approx(0.5 / 0.75)
+    assert np.isnan(replace(run, tv_test=np.ones(4)).echo_share)
+
+
 def test_final_norm_is_found_or_named(tiny):
     model, _ = tiny
     assert evaluate.final_norm(model) is model.model.norm
@@ -130,7 +145,7 @@ def test_task_sweep_holds_errors_and_the_layer_is_chosen_on_dev_prompts():
     def run(dev, test, baseline, icl):
         zeros = np.zeros(1, np.float32)
         return evaluate.TaskRun("t", baseline, icl, np.array(dev, np.float32), np.array(test, np.float32), [0],
-                                zeros, zeros, zeros, torch.zeros(3, 2))
+                                zeros, zeros, zeros, torch.zeros(3, 2), np.zeros(3), 0.0)
 
     one = run([0.25, 1.0, 1.0], [1.0, 0.5, 0.75], baseline=0.25, icl=1.0)
     assert one.best_layer == 1 and one.tv == 0.5  # chosen on dev (the first of a tie), reported on test

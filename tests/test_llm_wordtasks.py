@@ -85,6 +85,18 @@ def test_prompts_are_seeded_disjoint_and_exclude_the_query():
         assert p.query[0] not in used
 
 
+def test_bijection_prompts_never_show_the_querys_inverse_pair():
+    task = wt.load_task("bij_lower_upper")
+    dev, test = wt.dev_test_prompts(task, n_dev=40, n_test=40, n_shots=20, n_dummies=2, seed=0)
+    for p in dev + test:
+        assert (p.query[1], p.query[0]) not in p.demos and p.query[1] not in p.dummies
+        assert p.query[0] not in [x for x, _ in p.demos]
+    # one-way tasks keep their old draw: the query's answer may be another pair's input there
+    one_way = wt.load_task("next_letter")
+    prompts = wt.sample_prompts(one_way, one_way.pairs, n_shots=20, n_dummies=2, rng=np.random.default_rng(0))
+    assert any(p.query[1] in [x for x, _ in p.demos] for p in prompts)
+
+
 def test_too_few_pairs_is_a_clear_error():
     task = wt.WordTask("tiny", (("a", "b"), ("c", "d")))
     with pytest.raises(ValueError, match="'tiny' has 2 pairs"):

@@ -109,14 +109,21 @@ def injection_sweep(model: nn.Module, tokenizer, texts: list[str], positions: Te
 def _layer_sweep_accuracy(model: nn.Module, tokenizer, texts: list[str], vectors: Tensor, answers: Tensor,
                           mode: str, rows_per_pass: int) -> np.ndarray:
     """Accuracy [L] of injecting the layer-l vector of ``vectors`` [L, N, D] at layer l, last token."""
-    correct = []
+    preds = layer_sweep_predictions(model, tokenizer, texts, vectors, mode, rows_per_pass)
+    return (preds == answers).float().mean(1).numpy()
+
+
+def layer_sweep_predictions(model: nn.Module, tokenizer, texts: list[str], vectors: Tensor, mode: str,
+                            rows_per_pass: int) -> Tensor:
+    """Greedy next token [L, N] after injecting the layer-l vector of ``vectors`` [L, N, D] at layer l, last token."""
+    preds = []
     for lo in range(0, len(texts), rows_per_pass):
         inputs = _on(engine.encode(tokenizer, texts[lo:lo + rows_per_pass], model), model)
         logits = engine.layer_sweep(model, inputs, torch.full((inputs["input_ids"].shape[0],), -1),
                                     vectors[:, lo:lo + rows_per_pass], mode=mode, per_layer=True,
                                     rows_per_pass=rows_per_pass)  # [L, B, V]
-        correct.append(logits.argmax(-1).cpu() == answers[lo:lo + rows_per_pass])
-    return torch.cat(correct, dim=1).float().mean(1).numpy()
+        preds.append(logits.argmax(-1).cpu())
+    return torch.cat(preds, dim=1)
 
 
 # ----------------------------------------------------------------------------- one task
@@ -154,6 +161,8 @@ class TaskRun:
     window_test: np.ndarray  # replace at the arrow at layers l..l+width-1
     positions_test: np.ndarray  # replace at the query line's template tokens (example, :, ->)
     mean_tv: Tensor  # [L, D] task vector averaged over test prompts (for decoding)
+    tv_echo: np.ndarray  # [L] TaskV on test prompts: fraction predicting the query's own first token
+    icl_echo: float  # the same for n-shot ICL
 
     @property
     def sweep(self) -> LayerSweep:
@@ -171,6 +180,16 @@ class TaskRun:
         """Test accuracy of TaskV at the dev-chosen layer."""
         return float(self.tv_test[self.best_layer])
 
+    @property
+    def echo_share(self) -> float:
+        """Share of TaskV's test errors (dev-chosen layer) that repeat the query itself; NaN without errors.
+
+        On lower<->upper an echo is the right letter in the wrong case; on a word bijection, the
+        query's own form: the right item in the wrong direction, what a rank-one map predicts.
+        """
+        errors = 1 - self.tv
+        return float("nan") if errors == 0 else float(self.tv_echo[self.best_layer] / errors)
+
 
 def task_sweep(runs: Sequence[TaskRun]) -> LayerSweep:
     """One task's runs (one per seed) as one sweep of errors; its guard says whether ICL solves the task."""
@@ -180,6 +199,12 @@ def task_sweep(runs: Sequence[TaskRun]) -> LayerSweep:
 def _answers(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
     """First-token ids [N] of the prompts' answers."""
     return torch.tensor([answer_first_token(tokenizer, template, p.query[1]) for p in prompts])
+
+
+def _echoes(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
+    """First-token ids [N] of the queries themselves written as answers (-1 where none: never predicted)."""
+    first = [answer_first_token(tokenizer, template, p.query[0]) for p in prompts]
+    return torch.tensor([-1 if t is None else t for t in first])
 
 
 @dataclass
@@ -224,17 +249,24 @@ def evaluate_task(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, 
     def accuracy(texts: list[str]) -> float:
         return float((predict(model, tokenizer, texts, cfg.rows_per_pass) == test.answers).float().mean())
 
+    echoes = _echoes(tokenizer, cfg.template, test_prompts)
+    icl_pred = predict(model, tokenizer, [cfg.template.prompt(p.demos, p.query[0]) for p in test_prompts],
+                       cfg.rows_per_pass)
+    tv_pred = layer_sweep_predictions(model, tokenizer, test.zero_shot, test.vectors[:, :, -1], "replace",
+                                      cfg.rows_per_pass)  # [L, N]
     return TaskRun(
         task=task.name,
         baseline=accuracy(test.zero_shot),
-        icl=accuracy([cfg.template.prompt(p.demos, p.query[0]) for p in test_prompts]),
+        icl=float((icl_pred == test.answers).float().mean()),
         tv_dev=sweep(dev, all_layers, dev.vectors),
-        tv_test=sweep(test, all_layers, test.vectors),
+        tv_test=(tv_pred == test.answers).float().mean(1).numpy(),
         extra_layers=extra_layers,
         add_test=sweep(test, extra_layers, test.shift, mode="add"),
         window_test=sweep(test, extra_layers, test.vectors, width=width),
         positions_test=sweep(test, extra_layers, test.vectors, at_template=True),
         mean_tv=test.vectors[:, :, -1].mean(1),
+        tv_echo=(tv_pred == echoes).float().mean(1).numpy(),
+        icl_echo=float((icl_pred == echoes).float().mean()),
     )
 
 
