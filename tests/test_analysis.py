@@ -93,3 +93,15 @@ def test_over_seeds_rejects_mixed_runs(runs, match):
 def test_bad_shapes_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         LayerSweep(**kw)
+
+
+def test_rank_limit_needs_learned_icl_a_match_on_one_way_maps_and_a_drop_on_the_bijection():
+    from tvlib.analysis import RANK_RULE, rank_limit
+
+    assert rank_limit(0.95, 0.5, learned=True) == (True, True)
+    assert rank_limit(0.95, 0.5, learned=False) == (False, False)  # the precondition
+    assert rank_limit(0.95, 0.9, learned=True) == (False, True)  # a drop, but under 20 %
+    assert rank_limit(0.6, 0.3, learned=True) == (False, True)  # no match on the one-way maps
+    assert rank_limit(0.9, 0.95, learned=True) == (False, False)
+    assert rank_limit(float("nan"), 0.5, learned=True) == (False, False)
+    assert "0.8" in RANK_RULE and "precondition" in RANK_RULE

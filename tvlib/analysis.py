@@ -27,6 +27,26 @@ def learned_icl(zero_shot: float, icl: float) -> bool:
     return bool(icl <= ICL_GUARD * zero_shot)
 
 
+# Dong et al.'s rank limit (eq. 10, Prop. 4) as a test on accuracy ratios r = TaskV / ICL, the
+# book's criterion for every model family, fixed before any run.
+RANK_MATCH = 0.8  # one-way maps: r at least this, the task vector matches ICL
+RANK_DROP = 0.8  # the bijection: r at most this times the one-way r, the task vector fails
+RANK_RULE = (f"reproduced if ICL is learned (the precondition), one-way TaskV/ICL >= {RANK_MATCH:g} and "
+             f"bijection TaskV/ICL <= {RANK_DROP:g} x one-way; partly if ICL is learned and bijection "
+             f"TaskV/ICL < one-way")
+
+
+def rank_limit(one_way: float, bijection: float, learned: bool) -> tuple[bool, bool]:
+    """(reproduced, partly) of :data:`RANK_RULE` on TaskV/ICL ratios.
+
+    ``learned``: the precondition, ICL learned on the tasks compared (:func:`learned_icl`);
+    without it neither holds, since a ratio of two failures says nothing. NaN ratios fail.
+    """
+    if not learned:
+        return False, False
+    return bool(one_way >= RANK_MATCH and bijection <= RANK_DROP * one_way), bool(bijection < one_way)
+
+
 def recovery(zero_shot: float, icl: float, tv: float) -> float:
     """Fraction of the zero-shot-to-ICL gap that a task vector closes: 1 = as good as ICL, 0 = no help."""
     gap = zero_shot - icl

@@ -19,12 +19,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from tvlib import engine
 from tvlib.analysis import LayerSweep
-from tvlib.llm.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
+from tvlib.llm.wordtasks import (Prompt, Template, WordTask, answer_first_token, dev_test_prompts,
+                                 first_token_filter, load_task, table1_columns)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class TaskRun:
     window_test: np.ndarray  # replace at the arrow at layers l..l+width-1
     positions_test: np.ndarray  # replace at the query line's template tokens (example, :, ->)
     mean_tv: Tensor  # [L, D] task vector averaged over test prompts (for decoding)
-    tv_echo: np.ndarray  # [L] TaskV on test prompts: fraction predicting the query's own first token
+    tv_echo: np.ndarray  # [L] TaskV on test prompts: fraction of wrong answers that are the query's own first token
     icl_echo: float  # the same for n-shot ICL
 
     @property
@@ -265,9 +267,39 @@ def evaluate_task(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, 
         window_test=sweep(test, extra_layers, test.vectors, width=width),
         positions_test=sweep(test, extra_layers, test.vectors, at_template=True),
         mean_tv=test.vectors[:, :, -1].mean(1),
-        tv_echo=(tv_pred == echoes).float().mean(1).numpy(),
-        icl_echo=float((icl_pred == echoes).float().mean()),
+        tv_echo=((tv_pred == echoes) & (tv_pred != test.answers)).float().mean(1).numpy(),
+        icl_echo=float(((icl_pred == echoes) & (icl_pred != test.answers)).float().mean()),
     )
+
+
+def directions_table(model: nn.Module, tokenizer, maps: Sequence[str], cfg: EvalConfig,
+                     seeds: Sequence[int]) -> pd.DataFrame:
+    """Dong et al.'s Table 1 layout on one model: a row per map and direction (``table1_columns``).
+
+    Each task is first-token filtered (``pairs``: what survives) and run once per seed
+    (:func:`evaluate_task`, the layer chosen on dev prompts per seed). Columns: zero-shot, ICL and
+    TaskV accuracy (mean and std over seeds), TaskV/ICL of the means, ``echo``: the share of TaskV's
+    test errors that repeat the query itself (the right item in the wrong direction), ``ICL echo``
+    the fraction of ICL answers that do, ``layers`` the chosen layer per seed, and ``learned ICL``,
+    the book's guard on the seed means (:func:`task_sweep`).
+    """
+    rows = []
+    for name in maps:
+        for direction, task_name in table1_columns(name).items():
+            task = first_token_filter(load_task(task_name), tokenizer, cfg.template)
+            runs = [evaluate_task(model, tokenizer, task, cfg, seed=s, extra_layers=[]) for s in seeds]
+            icl, tv = np.array([r.icl for r in runs]), np.array([r.tv for r in runs])
+            errors = sum(1 - r.tv for r in runs)
+            echoes = sum(float(r.tv_echo[r.best_layer]) for r in runs)
+            rows.append({"map": name, "direction": direction, "task": task_name, "pairs": len(task.pairs),
+                         "zero-shot": float(np.mean([r.baseline for r in runs])),
+                         "ICL": icl.mean(), "ICL std": icl.std(), "TaskV": tv.mean(), "TaskV std": tv.std(),
+                         "TaskV/ICL": tv.mean() / icl.mean() if icl.mean() > 0 else float("nan"),
+                         "echo": echoes / errors if errors > 0 else float("nan"),
+                         "ICL echo": float(np.mean([r.icl_echo for r in runs])),
+                         "layers": "/".join(str(r.best_layer) for r in runs),
+                         "learned ICL": task_sweep(runs).learned_icl})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -131,6 +131,12 @@ def directions(name: str) -> dict[str, str]:
     return {direction: task for direction, task in found if task is not None}
 
 
+def table1_columns(name: str) -> dict[str, str]:
+    """Table 1's columns for one row: a map's :func:`directions`, or ``copy``, which the paper
+    lists under X<->Y only (copy on a..z, A..Z maps the union onto itself)."""
+    return {"X<->Y": "copy"} if name == "copy" else directions(name)
+
+
 def task_names() -> list[str]:
     """All task names: the one-way tasks, then the bijections."""
     return list(_one_way()) + list(BIJECTION_OF)

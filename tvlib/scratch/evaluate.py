@@ -112,3 +112,11 @@ def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: i
     vectors = states.mean(2) if average_positions else states[:, :, -1]
     return LayerSweep(by_layer=inject_each_layer(model, task, zero, vectors).mean(1).numpy(),
                       zero_shot=float(zero_err), icl=float(icl_err))
+
+
+def tv_errors_dev_test(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> LayerSweep:
+    """:func:`tv_errors` with the layer chosen on dev prompts (``seed``) and the errors reported on
+    separate test prompts (``seed + 1``): Hendel et al.'s and Dong et al.'s protocol."""
+    dev = tv_errors(model, task, layout, k, n, seed)
+    test = tv_errors(model, task, layout, k, n, seed + 1)
+    return LayerSweep(test.by_layer, test.zero_shot, test.icl, dev_by_layer=dev.by_layer)
