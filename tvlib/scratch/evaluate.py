@@ -13,6 +13,9 @@ Kept apart from :mod:`tvlib.scratch.train`, whose source is part of the run cach
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -120,3 +123,24 @@ def tv_errors_dev_test(model: GPT, task: tasks.Task, layout: str, k: int, n: int
     dev = tv_errors(model, task, layout, k, n, seed)
     test = tv_errors(model, task, layout, k, n, seed + 1)
     return LayerSweep(test.by_layer, test.zero_shot, test.icl, dev_by_layer=dev.by_layer)
+
+
+# Token-map kinds (tasks.MAP_KINDS) as rows of Dong et al.'s Table 1: (map, direction).
+MAP_ROWS = {"one_way": ("token map", "X->Y"), "inverse": ("token map", "Y->X"), "bijection": ("token map", "X<->Y"),
+            "copy": ("copy", "X<->Y"), "involution": ("involution", "X<->Y")}
+
+
+def map_table(sweeps: Mapping[str, LayerSweep]) -> pd.DataFrame:
+    """Token-map sweeps, keyed by kind, in Table 1's layout: accuracies (1 - error) of zero-shot, ICL
+    and TaskV at the (dev-chosen) best layer, TaskV/ICL, the layer, and the book's learned-ICL guard."""
+    unknown = sorted(set(sweeps) - set(MAP_ROWS))
+    if unknown:
+        raise ValueError(f"kinds {unknown} are not token-map kinds; valid: {', '.join(MAP_ROWS)}")
+    rows = []
+    for kind, s in sweeps.items():
+        icl, tv = 1 - s.icl_mean, 1 - s.best
+        rows.append({"map": MAP_ROWS[kind][0], "direction": MAP_ROWS[kind][1], "kind": kind,
+                     "zero-shot": 1 - s.zero_shot_mean, "ICL": icl, "TaskV": tv,
+                     "TaskV/ICL": tv / icl if icl > 0 else float("nan"), "layer": s.best_layer,
+                     "learned ICL": s.learned_icl})
+    return pd.DataFrame(rows)
