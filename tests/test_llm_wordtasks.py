@@ -142,3 +142,15 @@ def test_new_lists_survive_the_first_token_rule_with_smollm2(smollm2_tokenizer):
         kept = wt.first_token_filter(wt.load_task(name), smollm2_tokenizer)
         assert table.loc[name, "kept"] == len(kept.pairs) >= 40, name
     assert table.loc["bij_english_spanish", "kind"] == "bijection"
+
+
+def test_lower_upper_bijection_answers_are_the_other_case_and_keep_every_letter(smollm2_tokenizer):
+    """SmolLM2's lower<->upper ICL of 0.00 on 8 prompts was the model echoing the query, not the answers:
+    every letter survives the first-token rule, and the answer's first token is the other case's."""
+    task = wt.first_token_filter(wt.load_task("bij_lower_upper"), smollm2_tokenizer)
+    assert len(task.pairs) == 52
+    first = {y: wt.answer_first_token(smollm2_tokenizer, wt.Template(), y) for _, y in task.pairs}
+    for x, y in task.pairs:
+        assert y == (x.upper() if x.islower() else x.lower()) and first[y] != first[x]
+    _, test = wt.dev_test_prompts(task, n_dev=4, n_test=8, n_shots=10, n_dummies=2, seed=0)
+    assert all(p.query[1] == p.query[0].swapcase() for p in test)
