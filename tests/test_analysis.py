@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tvlib.analysis import ICL_GUARD, ICL_RULE, LayerSweep, learned_icl, mean_std, recovery
@@ -93,3 +94,34 @@ def test_over_seeds_rejects_mixed_runs(runs, match):
 def test_bad_shapes_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         LayerSweep(**kw)
+
+
+def test_rank_limit_needs_learned_icl_a_match_on_one_way_maps_and_a_drop_on_the_bijection():
+    from tvlib.analysis import RANK_RULE, rank_limit
+
+    assert rank_limit(0.95, 0.5, learned=True) == (True, True)
+    assert rank_limit(0.95, 0.5, learned=False) == (False, False)  # the precondition
+    assert rank_limit(0.95, 0.9, learned=True) == (False, True)  # a drop, but under 20 %
+    assert rank_limit(0.6, 0.3, learned=True) == (False, True)  # no match on the one-way maps
+    assert rank_limit(0.9, 0.95, learned=True) == (False, False)
+    assert rank_limit(float("nan"), 0.5, learned=True) == (False, False)
+    assert "0.8" in RANK_RULE and "precondition" in RANK_RULE
+
+
+def test_rank_limit_summary_keeps_learned_one_way_rows_and_strong_bijections():
+    from tvlib.analysis import rank_limit_summary
+
+    table = pd.DataFrame([
+        {"map": "a", "direction": "X->Y", "ICL": 0.9, "TaskV/ICL": 1.0, "learned ICL": True},
+        {"map": "a", "direction": "Y->X", "ICL": 0.9, "TaskV/ICL": 0.8, "learned ICL": True},
+        {"map": "a", "direction": "X<->Y", "ICL": 0.7, "TaskV/ICL": 0.4, "learned ICL": True},
+        {"map": "b", "direction": "X->Y", "ICL": 0.1, "TaskV/ICL": 0.0, "learned ICL": False},
+        {"map": "b", "direction": "X<->Y", "ICL": 0.5, "TaskV/ICL": 0.9, "learned ICL": True},
+        {"map": "copy", "direction": "X<->Y", "ICL": 1.0, "TaskV/ICL": 1.0, "learned ICL": True}])
+    got = rank_limit_summary(table)
+    assert got["one-way"] == pytest.approx(0.9) and got["bijection"] == pytest.approx(0.4)
+    assert (got["n one-way"], got["n bijection"], got["learned"]) == (2, 1, True)
+    assert got["left out"] == {"b X->Y": "ICL not learned (ICL 0.10)", "b X<->Y": "ICL 0.50 < 0.6",
+                               "copy X<->Y": "a predicted exception (x = +-y)"}
+    none = rank_limit_summary(table[table["map"] != "a"])
+    assert not none["learned"] and np.isnan(none["bijection"]) and np.isnan(none["one-way"])

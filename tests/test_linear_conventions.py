@@ -112,3 +112,17 @@ def test_layouts_carry_plus_one_signs():
     x, y = sample_tasks((3,), 2, 4, gen())
     for layout in ("single", "pairwise", "triplet"):
         assert (build_prompts(x, y, layout).signs == 1).all()
+
+
+def test_task_vector_table_is_the_min_over_seeds_then_the_mean_over_n():
+    tcfg = TrainConfig(steps=4, batch=8, n_seeds=2, eval_every=1, eval_batch=8, last_k=2)
+    triplet = {(2, n): fit(ModelConfig("triplet", n, 2), tcfg) for n in (2, 3)}
+    one = {2: fit(ModelConfig("triplet", 1, 2), tcfg)}
+    table = la.task_vector_table(triplet, one, ["rank_one", "bijection"], 16, gen(5))
+    g = gen(5)
+    want = {(f, n): la.task_vector_risks(triplet[(2, n)].checkpoints, one[2].checkpoints, f, 16, g)
+            for f in ("rank_one", "bijection") for n in (2, 3)}
+    for f in ("rank_one", "bijection"):
+        for prompt in ("n-shot", "task vector", "1-shot"):
+            mean = np.mean([want[(f, n)][prompt].min().item() for n in (2, 3)])
+            assert table.loc[(f, 2), prompt] == pytest.approx(mean)

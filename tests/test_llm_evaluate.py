@@ -119,6 +119,21 @@ def test_evaluate_task_end_to_end_is_deterministic(tiny):
     assert frac.tolist() == [0.5]
 
 
+def test_echoes_are_predictions_of_the_query_itself(tiny):
+    from dataclasses import replace
+
+    model, tok = tiny
+    cfg = evaluate.EvalConfig(n_shots=2, n_dev=3, n_test=4, n_dummies=2)
+    copy = evaluate.evaluate_task(model, tok, wordtasks.load_task("copy"), cfg, seed=0, extra_layers=[])
+    assert not copy.tv_echo.any() and copy.icl_echo == 0  # answer = query: an echo is never an error
+    upper = evaluate.evaluate_task(model, tok, wordtasks.load_task("lower_upper"), cfg, seed=0, extra_layers=[])
+    assert upper.tv_echo.shape == (4,) and np.all(upper.tv_echo + upper.tv_test <= 1)  # answer != query
+    run = replace(upper, tv_dev=np.array([1.0, 0, 0, 0]), tv_test=np.array([0.25, 1, 1, 1]),
+                  tv_echo=np.array([0.5, 0, 0, 0]))
+    assert run.best_layer == 0 and run.echo_share == pytest.approx(0.5 / 0.75)
+    assert np.isnan(replace(run, tv_test=np.ones(4)).echo_share)
+
+
 def test_final_norm_is_found_or_named(tiny):
     model, _ = tiny
     assert evaluate.final_norm(model) is model.model.norm
@@ -130,7 +145,7 @@ def test_task_sweep_holds_errors_and_the_layer_is_chosen_on_dev_prompts():
     def run(dev, test, baseline, icl):
         zeros = np.zeros(1, np.float32)
         return evaluate.TaskRun("t", baseline, icl, np.array(dev, np.float32), np.array(test, np.float32), [0],
-                                zeros, zeros, zeros, torch.zeros(3, 2))
+                                zeros, zeros, zeros, torch.zeros(3, 2), np.zeros(3), 0.0)
 
     one = run([0.25, 1.0, 1.0], [1.0, 0.5, 0.75], baseline=0.25, icl=1.0)
     assert one.best_layer == 1 and one.tv == 0.5  # chosen on dev (the first of a tie), reported on test
@@ -139,3 +154,21 @@ def test_task_sweep_holds_errors_and_the_layer_is_chosen_on_dev_prompts():
     assert sweep.zero_shot.tolist() == [0.75, 0.25] and sweep.icl.tolist() == [0.0, 0.5]
     assert sweep.dev_by_layer.tolist() == [[0.75, 0.0, 0.0], [0.0, 1.0, 1.0]]
     assert sweep.learned_icl  # mean ICL error 0.25 is half the mean zero-shot error 0.5
+
+
+def test_directions_table_has_table1_rows_and_the_guard(tiny):
+    model, tok = tiny
+    cfg = evaluate.EvalConfig(n_shots=2, n_dev=3, n_test=4, n_dummies=2)
+    table = evaluate.directions_table(model, tok, ["lower_upper", "copy"], cfg, seeds=[0, 1])
+    assert list(zip(table["map"], table["direction"], table["task"])) == [
+        ("lower_upper", "X->Y", "lower_upper"), ("lower_upper", "Y->X", "upper_lower"),
+        ("lower_upper", "X<->Y", "bij_lower_upper"), ("copy", "X<->Y", "copy")]
+    assert table["pairs"].tolist() == [26, 26, 52, 52]
+    runs = [evaluate.evaluate_task(model, tok, wordtasks.load_task("upper_lower"), cfg, seed=s, extra_layers=[])
+            for s in (0, 1)]
+    row = table.iloc[1]
+    assert row["ICL"] == pytest.approx(np.mean([r.icl for r in runs]))
+    assert row["TaskV std"] == pytest.approx(np.std([r.tv for r in runs]))
+    assert row["layers"] == f"{runs[0].best_layer}/{runs[1].best_layer}"
+    assert row["learned ICL"] == evaluate.task_sweep(runs).learned_icl
+    assert table.loc[3, "echo"] in (0.0,) or np.isnan(table.loc[3, "echo"])  # copy never echoes in error

@@ -93,6 +93,18 @@ def test_prompts_are_seeded_disjoint_and_exclude_the_query():
         assert p.query[0] not in used
 
 
+def test_bijection_prompts_never_show_the_querys_inverse_pair():
+    task = wt.load_task("bij_lower_upper")
+    dev, test = wt.dev_test_prompts(task, n_dev=40, n_test=40, n_shots=20, n_dummies=2, seed=0)
+    for p in dev + test:
+        assert (p.query[1], p.query[0]) not in p.demos and p.query[1] not in p.dummies
+        assert p.query[0] not in [x for x, _ in p.demos]
+    # one-way tasks keep their old draw: the query's answer may be another pair's input there
+    one_way = wt.load_task("next_letter")
+    prompts = wt.sample_prompts(one_way, one_way.pairs, n_shots=20, n_dummies=2, rng=np.random.default_rng(0))
+    assert any(p.query[1] in [x for x, _ in p.demos] for p in prompts)
+
+
 def test_too_few_pairs_is_a_clear_error():
     task = wt.WordTask("tiny", (("a", "b"), ("c", "d")))
     with pytest.raises(ValueError, match="'tiny' has 2 pairs"):
@@ -138,3 +150,15 @@ def test_new_lists_survive_the_first_token_rule_with_smollm2(smollm2_tokenizer):
         kept = wt.first_token_filter(wt.load_task(name), smollm2_tokenizer)
         assert table.loc[name, "kept"] == len(kept.pairs) >= 40, name
     assert table.loc["bij_english_spanish", "kind"] == "bijection"
+
+
+def test_lower_upper_bijection_answers_are_the_other_case_and_keep_every_letter(smollm2_tokenizer):
+    """SmolLM2's lower<->upper ICL of 0.00 on 8 prompts was the model echoing the query, not the answers:
+    every letter survives the first-token rule, and the answer's first token is the other case's."""
+    task = wt.first_token_filter(wt.load_task("bij_lower_upper"), smollm2_tokenizer)
+    assert len(task.pairs) == 52
+    first = {y: wt.answer_first_token(smollm2_tokenizer, wt.Template(), y) for _, y in task.pairs}
+    for x, y in task.pairs:
+        assert y == (x.upper() if x.islower() else x.lower()) and first[y] != first[x]
+    _, test = wt.dev_test_prompts(task, n_dev=4, n_test=8, n_shots=10, n_dummies=2, seed=0)
+    assert all(p.query[1] == p.query[0].swapcase() for p in test)

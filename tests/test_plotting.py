@@ -156,3 +156,20 @@ def test_paper_markers_sit_on_their_bars_and_skip_unmeasured_groups(ax):
 def test_paper_markers_reject_an_unknown_series(ax):
     with pytest.raises(ValueError, match=r"paper series \['Q'\] are not bar series; series: S, P"):
         plotting.paper_markers(ax, ["5"], ["S", "P"], {("P~Q", "5"): 1.0})
+
+
+def test_taskv_icl_ratios_one_marker_per_row_offset_by_source(ax):
+    import pandas as pd
+
+    frame = pd.DataFrame({"model": ["M1", "M1", "M2", "ours"], "kind": ["one-way", "bijection", "bijection", "bijection"],
+                          "source": ["paper", "paper", "paper", "us"], "ratio": [0.9, 0.5, 0.3, 0.7]})
+    plotting.taskv_icl_ratios(ax, frame)
+    got = lines(ax)
+    assert {k for k in got if not k.startswith("_")} == {"paper: one-way", "paper: bijection", "us: bijection"}
+    assert list(got["paper: bijection"].get_xdata()) == pytest.approx([-0.2, 0.8])  # two sources: offsets -/+0.2
+    assert list(got["paper: bijection"].get_ydata()) == [0.5, 0.3]
+    assert list(got["us: bijection"].get_xdata()) == pytest.approx([2.2]) and got["paper: one-way"].get_marker() == "s"
+    assert got["paper: one-way"].get_markerfacecolor() == "none"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["M1", "M2", "ours"]
+    with pytest.raises(ValueError, match=r"kinds \['both'\] are not one of one-way, bijection"):
+        plotting.taskv_icl_ratios(ax, frame.assign(kind="both"))

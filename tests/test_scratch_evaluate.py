@@ -10,7 +10,8 @@ from tvlib import engine
 from tvlib.analysis import LayerSweep
 from tvlib.scratch import tasks
 from tvlib.scratch.baselines import LeastSquares, MajorityVote
-from tvlib.scratch.evaluate import error, icl_errors, inject_each_layer, sample_examples, tv_errors
+from tvlib.scratch.evaluate import (error, icl_errors, inject_each_layer, sample_examples, tv_errors,
+                                   tv_errors_dev_test)
 from tvlib.scratch.gpt import model_inputs, query_positions
 from tvlib.scratch.train import TrainConfig, make_model, sample_batch
 
@@ -132,3 +133,26 @@ def test_tv_errors_is_a_layer_sweep_with_both_vectors_on_the_same_prompts():
         out = model(**model_inputs(model, icl.inputs))
     want = tasks.error(task, tasks.answers(task, out, icl.answer_pos[-1:]), icl.targets[:, -1:]).mean()
     assert last.icl_mean == pytest.approx(float(want))
+
+
+def test_tv_errors_dev_test_chooses_the_layer_on_dev_and_reports_test():
+    cfg, model, task = tiny("map", vocab=8, map_kind="bijection")
+    both = tv_errors_dev_test(model, task, "triplet", k=4, n=16, seed=3)
+    dev, test = (tv_errors(model, task, "triplet", k=4, n=16, seed=s) for s in (3, 4))
+    assert np.array_equal(both.by_layer, test.by_layer) and np.array_equal(both.dev_by_layer, dev.by_layer)
+    assert both.icl_mean == test.icl_mean and both.zero_shot_mean == test.zero_shot_mean
+    assert both.best_layer == int(dev.curve.argmin()) and both.best == test.curve[both.best_layer]
+
+
+def test_map_table_puts_kinds_in_table1_rows_as_accuracies():
+    from tvlib.scratch.evaluate import map_table
+
+    sweeps = {"one_way": LayerSweep([0.5, 0.2], zero_shot=0.75, icl=0.1),
+              "bijection": LayerSweep([0.9, 0.8], zero_shot=0.75, icl=0.6)}
+    table = map_table(sweeps)
+    assert table[["map", "direction"]].values.tolist() == [["token map", "X->Y"], ["token map", "X<->Y"]]
+    assert table["ICL"].tolist() == pytest.approx([0.9, 0.4]) and table["TaskV"].tolist() == pytest.approx([0.8, 0.2])
+    assert table["TaskV/ICL"].tolist() == pytest.approx([0.8 / 0.9, 0.5]) and table["layer"].tolist() == [1, 1]
+    assert table["learned ICL"].tolist() == [True, False]  # 0.6 > 0.5 x 0.75
+    with pytest.raises(ValueError, match=r"kinds \['swap'\] are not token-map kinds"):
+        map_table({"swap": sweeps["one_way"]})

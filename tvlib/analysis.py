@@ -27,6 +27,59 @@ def learned_icl(zero_shot: float, icl: float) -> bool:
     return bool(icl <= ICL_GUARD * zero_shot)
 
 
+# Dong et al.'s rank limit (eq. 10, Prop. 4) as a test on accuracy ratios r = TaskV / ICL, the
+# book's criterion for every model family, fixed before any run.
+RANK_MATCH = 0.8  # one-way maps: r at least this, the task vector matches ICL
+RANK_DROP = 0.8  # the bijection: r at most this times the one-way r, the task vector fails
+RANK_RULE = (f"reproduced if ICL is learned (the precondition), one-way TaskV/ICL >= {RANK_MATCH:g} and "
+             f"bijection TaskV/ICL <= {RANK_DROP:g} x one-way; partly if ICL is learned and bijection "
+             f"TaskV/ICL < one-way")
+
+
+def rank_limit(one_way: float, bijection: float, learned: bool) -> tuple[bool, bool]:
+    """(reproduced, partly) of :data:`RANK_RULE` on TaskV/ICL ratios.
+
+    ``learned``: the precondition, ICL learned on the tasks compared (:func:`learned_icl`);
+    without it neither holds, since a ratio of two failures says nothing. NaN ratios fail.
+    """
+    if not learned:
+        return False, False
+    return bool(one_way >= RANK_MATCH and bijection <= RANK_DROP * one_way), bool(bijection < one_way)
+
+
+ICL_FLOOR = 0.6  # a bijection with ICL accuracy below this is too weak to compare TaskV with
+RANK_EXCEPTIONS = ("copy", "antonym", "involution")  # x = +-y: predicted to work, reported, not graded
+
+
+def rank_limit_summary(table: pd.DataFrame, icl_floor: float = ICL_FLOOR,
+                       exceptions: Sequence[str] = RANK_EXCEPTIONS) -> dict:
+    """The inputs of :data:`RANK_RULE` from a Table 1 layout (columns ``map``, ``direction``, ``ICL``,
+    ``TaskV/ICL``, ``learned ICL``; one row per task): the mean TaskV/ICL of the kept one-way rows
+    (X->Y, Y->X) and of the kept bijections (X<->Y), and every left-out row with its reason.
+
+    A row is left out if its map is one of ``exceptions`` (Prop. 4 allows them), if ICL is not
+    learned on it (:func:`learned_icl`), or, for a bijection, if its ICL accuracy is below ``icl_floor``.
+    ``learned`` is True when at least one one-way row and one bijection are kept.
+    """
+    kept: dict[str, list[float]] = {"one-way": [], "bijection": []}
+    left_out = {}
+    for row in table.to_dict("records"):
+        task = f"{row['map']} {row['direction']}"
+        kind = "bijection" if row["direction"] == "X<->Y" else "one-way"
+        if row["map"] in exceptions:
+            left_out[task] = "a predicted exception (x = +-y)"
+        elif not row["learned ICL"]:
+            left_out[task] = f"ICL not learned (ICL {row['ICL']:.2f})"
+        elif kind == "bijection" and row["ICL"] < icl_floor:
+            left_out[task] = f"ICL {row['ICL']:.2f} < {icl_floor:g}"
+        else:
+            kept[kind].append(float(row["TaskV/ICL"]))
+    return {"one-way": float(np.mean(kept["one-way"])) if kept["one-way"] else float("nan"),
+            "bijection": float(np.mean(kept["bijection"])) if kept["bijection"] else float("nan"),
+            "n one-way": len(kept["one-way"]), "n bijection": len(kept["bijection"]),
+            "learned": bool(kept["one-way"] and kept["bijection"]), "left out": left_out}
+
+
 def recovery(zero_shot: float, icl: float, tv: float) -> float:
     """Fraction of the zero-shot-to-ICL gap that a task vector closes: 1 = as good as ICL, 0 = no help."""
     gap = zero_shot - icl

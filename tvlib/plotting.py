@@ -348,3 +348,32 @@ def demo_weight_bars(ax: Axes, weights, theory=None, title: str = "", ylabel: st
     ax.set(xlabel="demonstration i", ylabel=ylabel, title=title, xticks=i)
     ax.legend(fontsize="small")
     return ax
+
+
+# --- rank limits (book/rank_limits.md)
+
+RANK_KINDS = {"one-way": {"marker": "s", "filled": False}, "bijection": {"marker": "o", "filled": True}}
+
+
+def taskv_icl_ratios(ax: Axes, frame, *, title: str = "") -> Axes:
+    """TaskV/ICL accuracy per model, one marker per row of ``frame`` (columns ``model``, ``kind``
+    in :data:`RANK_KINDS`, ``source``, ``ratio``): open squares one-way maps, filled circles the
+    bijection, one colour and offset per source, so the paper's models and ours share one axis.
+    The dashed line at 1 is a task vector as good as ICL."""
+    bad = sorted(set(frame["kind"]) - set(RANK_KINDS))
+    if bad:
+        raise ValueError(f"kinds {bad} are not one of {', '.join(RANK_KINDS)}")
+    models, sources = list(dict.fromkeys(frame["model"])), list(dict.fromkeys(frame["source"]))
+    for k, source in enumerate(sources):
+        for kind, style in RANK_KINDS.items():
+            rows = frame[(frame["source"] == source) & (frame["kind"] == kind)]
+            if rows.empty:
+                continue
+            x = [models.index(m) + _bar_offset(k, len(sources)) for m in rows["model"]]
+            ax.plot(x, rows["ratio"].to_numpy(float), ls="none", marker=style["marker"], ms=7, color=_color(k),
+                    mfc=_color(k) if style["filled"] else "none", label=f"{source}: {kind}")
+    ax.axhline(1, color="grey", lw=1, ls="--")
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    ax.set(ylabel="TaskV / ICL accuracy", title=title)
+    ax.legend(fontsize="small")
+    return ax

@@ -7,15 +7,20 @@ Theorems 1-2, Lambda_4 and the Proposition 3 statistics, and task-vector extract
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
 from tvlib.linear.data import check_layout, sample_tasks, build_prompts
 from tvlib.linear.model import LinearTransformer
+
+if TYPE_CHECKING:  # for annotations only: analysis never runs training
+    from tvlib.linear.train import TrainResult
 
 
 def single_layer_optimum(n: int, d: int) -> tuple[float, float]:
@@ -154,6 +159,24 @@ def task_vector_risks(models_n: Sequence[LinearTransformer], models_1: Sequence[
                 "task vector, raw scale": normalised_risk(inject_task_vector(m_n, tv_raw, x_test), y_test),
                 "0-shot": normalised_risk(inject_task_vector(m_n, torch.zeros_like(tv), x_test), y_test)})
     return {k: torch.stack([r[k] for r in per_checkpoint]).mean(0) for k in per_checkpoint[0]}
+
+
+def task_vector_table(triplet: Mapping[tuple[int, int], TrainResult], one_shot: Mapping[int, TrainResult],
+                      families: Sequence[str], batch: int, gen: torch.Generator) -> pd.DataFrame:
+    """Fig. 4c's table: per task family W and depth L, each prompt's :func:`task_vector_risks`,
+    per n the minimum over seeds, then the mean over n (the authors' aggregation).
+
+    ``triplet`` maps (L, n) to trained triplet models, ``one_shot`` maps L to the n = 1 model.
+    Families, depths and n are visited in that order (family, then L, then n) on ``gen``.
+    """
+    rows = []
+    depths = sorted(one_shot)
+    for family in families:
+        for L in depths:
+            for n in sorted(n for d, n in triplet if d == L):
+                risks = task_vector_risks(triplet[(L, n)].checkpoints, one_shot[L].checkpoints, family, batch, gen)
+                rows += [{"W": family, "L": L, "n": n, "prompt": k, "risk": v.min().item()} for k, v in risks.items()]
+    return pd.DataFrame(rows).pivot_table(index=["W", "L"], columns="prompt", values="risk", aggfunc="mean")
 
 
 def task_vector_map_rank(model: LinearTransformer, n_vectors: int, n_queries: int,

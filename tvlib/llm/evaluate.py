@@ -19,12 +19,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from tvlib import engine
 from tvlib.analysis import LayerSweep
-from tvlib.llm.wordtasks import Prompt, Template, WordTask, answer_first_token, dev_test_prompts
+from tvlib.llm.wordtasks import (Prompt, Template, WordTask, answer_first_token, dev_test_prompts,
+                                 first_token_filter, load_task, table1_columns)
 
 
 @dataclass(frozen=True)
@@ -112,14 +114,21 @@ def injection_sweep(model: nn.Module, tokenizer, texts: list[str], positions: Te
 def _layer_sweep_accuracy(model: nn.Module, tokenizer, texts: list[str], vectors: Tensor, answers: Tensor,
                           mode: str, rows_per_pass: int) -> np.ndarray:
     """Accuracy [L] of injecting the layer-l vector of ``vectors`` [L, N, D] at layer l, last token."""
-    correct = []
+    preds = layer_sweep_predictions(model, tokenizer, texts, vectors, mode, rows_per_pass)
+    return (preds == answers).float().mean(1).numpy()
+
+
+def layer_sweep_predictions(model: nn.Module, tokenizer, texts: list[str], vectors: Tensor, mode: str,
+                            rows_per_pass: int) -> Tensor:
+    """Greedy next token [L, N] after injecting the layer-l vector of ``vectors`` [L, N, D] at layer l, last token."""
+    preds = []
     for lo in range(0, len(texts), rows_per_pass):
         inputs = _on(engine.encode(tokenizer, texts[lo:lo + rows_per_pass], model), model)
         logits = engine.layer_sweep(model, inputs, torch.full((inputs["input_ids"].shape[0],), -1),
                                     vectors[:, lo:lo + rows_per_pass], mode=mode, per_layer=True,
                                     rows_per_pass=rows_per_pass)  # [L, B, V]
-        correct.append(logits.argmax(-1).cpu() == answers[lo:lo + rows_per_pass])
-    return torch.cat(correct, dim=1).float().mean(1).numpy()
+        preds.append(logits.argmax(-1).cpu())
+    return torch.cat(preds, dim=1)
 
 
 # ----------------------------------------------------------------------------- one task
@@ -157,6 +166,8 @@ class TaskRun:
     window_test: np.ndarray  # replace at the arrow at layers l..l+width-1
     positions_test: np.ndarray  # replace at the query line's template tokens (example, :, ->)
     mean_tv: Tensor  # [L, D] task vector averaged over test prompts (for decoding)
+    tv_echo: np.ndarray  # [L] TaskV on test prompts: fraction of wrong answers that are the query's own first token
+    icl_echo: float  # the same for n-shot ICL
 
     @property
     def sweep(self) -> LayerSweep:
@@ -174,6 +185,16 @@ class TaskRun:
         """Test accuracy of TaskV at the dev-chosen layer."""
         return float(self.tv_test[self.best_layer])
 
+    @property
+    def echo_share(self) -> float:
+        """Share of TaskV's test errors (dev-chosen layer) that repeat the query itself; NaN without errors.
+
+        On lower<->upper an echo is the right letter in the wrong case; on a word bijection, the
+        query's own form: the right item in the wrong direction, what a rank-one map predicts.
+        """
+        errors = 1 - self.tv
+        return float("nan") if errors == 0 else float(self.tv_echo[self.best_layer] / errors)
+
 
 def task_sweep(runs: Sequence[TaskRun]) -> LayerSweep:
     """One task's runs (one per seed) as one sweep of errors; its guard says whether ICL solves the task."""
@@ -183,6 +204,12 @@ def task_sweep(runs: Sequence[TaskRun]) -> LayerSweep:
 def _answers(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
     """First-token ids [N] of the prompts' answers."""
     return torch.tensor([answer_first_token(tokenizer, template, p.query[1]) for p in prompts])
+
+
+def _echoes(tokenizer, template: Template, prompts: list[Prompt]) -> Tensor:
+    """First-token ids [N] of the queries themselves written as answers (-1 where none: never predicted)."""
+    first = [answer_first_token(tokenizer, template, p.query[0]) for p in prompts]
+    return torch.tensor([-1 if t is None else t for t in first])
 
 
 @dataclass
@@ -227,18 +254,55 @@ def evaluate_task(model: nn.Module, tokenizer, task: WordTask, cfg: EvalConfig, 
     def accuracy(texts: list[str]) -> float:
         return float((predict(model, tokenizer, texts, cfg.rows_per_pass) == test.answers).float().mean())
 
+    echoes = _echoes(tokenizer, cfg.template, test_prompts)
+    icl_pred = predict(model, tokenizer, [cfg.template.prompt(p.demos, p.query[0]) for p in test_prompts],
+                       cfg.rows_per_pass)
+    tv_pred = layer_sweep_predictions(model, tokenizer, test.zero_shot, test.vectors[:, :, -1], "replace",
+                                      cfg.rows_per_pass)  # [L, N]
     return TaskRun(
         task=task.name,
         baseline=accuracy(test.zero_shot),
-        icl=accuracy([cfg.template.prompt(p.demos, p.query[0]) for p in test_prompts]),
+        icl=float((icl_pred == test.answers).float().mean()),
         tv_dev=sweep(dev, all_layers, dev.vectors),
-        tv_test=sweep(test, all_layers, test.vectors),
+        tv_test=(tv_pred == test.answers).float().mean(1).numpy(),
         extra_layers=extra_layers,
         add_test=sweep(test, extra_layers, test.shift, mode="add"),
         window_test=sweep(test, extra_layers, test.vectors, width=width),
         positions_test=sweep(test, extra_layers, test.vectors, at_template=True),
         mean_tv=test.vectors[:, :, -1].mean(1),
+        tv_echo=((tv_pred == echoes) & (tv_pred != test.answers)).float().mean(1).numpy(),
+        icl_echo=float(((icl_pred == echoes) & (icl_pred != test.answers)).float().mean()),
     )
+
+
+def directions_table(model: nn.Module, tokenizer, maps: Sequence[str], cfg: EvalConfig,
+                     seeds: Sequence[int]) -> pd.DataFrame:
+    """Dong et al.'s Table 1 layout on one model: a row per map and direction (``table1_columns``).
+
+    Each task is first-token filtered (``pairs``: what survives) and run once per seed
+    (:func:`evaluate_task`, the layer chosen on dev prompts per seed). Columns: zero-shot, ICL and
+    TaskV accuracy (mean and std over seeds), TaskV/ICL of the means, ``echo``: the share of TaskV's
+    test errors that repeat the query itself (the right item in the wrong direction), ``ICL echo``
+    the fraction of ICL answers that do, ``layers`` the chosen layer per seed, and ``learned ICL``,
+    the book's guard on the seed means (:func:`task_sweep`).
+    """
+    rows = []
+    for name in maps:
+        for direction, task_name in table1_columns(name).items():
+            task = first_token_filter(load_task(task_name), tokenizer, cfg.template)
+            runs = [evaluate_task(model, tokenizer, task, cfg, seed=s, extra_layers=[]) for s in seeds]
+            icl, tv = np.array([r.icl for r in runs]), np.array([r.tv for r in runs])
+            errors = sum(1 - r.tv for r in runs)
+            echoes = sum(float(r.tv_echo[r.best_layer]) for r in runs)
+            rows.append({"map": name, "direction": direction, "task": task_name, "pairs": len(task.pairs),
+                         "zero-shot": float(np.mean([r.baseline for r in runs])),
+                         "ICL": icl.mean(), "ICL std": icl.std(), "TaskV": tv.mean(), "TaskV std": tv.std(),
+                         "TaskV/ICL": tv.mean() / icl.mean() if icl.mean() > 0 else float("nan"),
+                         "echo": echoes / errors if errors > 0 else float("nan"),
+                         "ICL echo": float(np.mean([r.icl_echo for r in runs])),
+                         "layers": "/".join(str(r.best_layer) for r in runs),
+                         "learned ICL": task_sweep(runs).learned_icl})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- decoding

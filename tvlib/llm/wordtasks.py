@@ -143,6 +143,12 @@ def directions(name: str) -> dict[str, str]:
     return {direction: task for direction, task in found if task is not None}
 
 
+def table1_columns(name: str) -> dict[str, str]:
+    """Table 1's columns for one row: a map's :func:`directions`, or ``copy``, which the paper
+    lists under X<->Y only (copy on a..z, A..Z maps the union onto itself)."""
+    return {"X<->Y": "copy"} if name == "copy" else directions(name)
+
+
 def task_names() -> list[str]:
     """All task names: the one-way tasks, then the bijections."""
     return list(_one_way()) + list(BIJECTION_OF)
@@ -218,14 +224,21 @@ class Prompt:
 
 def sample_prompts(task: WordTask, queries: tuple[Pair, ...], n_shots: int, n_dummies: int,
                    rng: np.random.Generator) -> list[Prompt]:
-    """One prompt per query; demonstrations and dummy queries drawn from the other pairs, distinct."""
-    need = n_shots + n_dummies + 1
+    """One prompt per query; demonstrations and dummy queries drawn from the other pairs, distinct.
+
+    For a bijection the query's inverse pair (y_q -> x_q) is left out too: as a demonstration it
+    would hand ICL the answer by a backward look-up. Dong et al.'s sampler excludes only the query
+    (for letters the inverse pair shows up in about one prompt in five); we exclude both.
+    """
+    need = n_shots + n_dummies + 1 + (task.kind == "bijection")
     if len(task.pairs) < need:
         raise ValueError(f"task {task.name!r} has {len(task.pairs)} pairs; {n_shots} shots + "
-                         f"{n_dummies} dummy queries + 1 query need at least {need}")
+                         f"{n_dummies} dummy queries + 1 query (+ its inverse pair, for a bijection) "
+                         f"need at least {need}")
     prompts = []
     for query in queries:
-        others = [p for p in task.pairs if p[0] != query[0]]
+        banned = {query[0], query[1]} if task.kind == "bijection" else {query[0]}
+        others = [p for p in task.pairs if p[0] not in banned]
         pick = rng.choice(len(others), size=n_shots + n_dummies, replace=False)
         chosen = [others[i] for i in pick]
         prompts.append(Prompt(tuple(chosen[:n_shots]), query, tuple(x for x, _ in chosen[n_shots:])))

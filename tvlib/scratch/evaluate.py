@@ -13,6 +13,9 @@ Kept apart from :mod:`tvlib.scratch.train`, whose source is part of the run cach
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -112,3 +115,32 @@ def tv_errors(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: i
     vectors = states.mean(2) if average_positions else states[:, :, -1]
     return LayerSweep(by_layer=inject_each_layer(model, task, zero, vectors).mean(1).numpy(),
                       zero_shot=float(zero_err), icl=float(icl_err))
+
+
+def tv_errors_dev_test(model: GPT, task: tasks.Task, layout: str, k: int, n: int, seed: int) -> LayerSweep:
+    """:func:`tv_errors` with the layer chosen on dev prompts (``seed``) and the errors reported on
+    separate test prompts (``seed + 1``): Hendel et al.'s and Dong et al.'s protocol."""
+    dev = tv_errors(model, task, layout, k, n, seed)
+    test = tv_errors(model, task, layout, k, n, seed + 1)
+    return LayerSweep(test.by_layer, test.zero_shot, test.icl, dev_by_layer=dev.by_layer)
+
+
+# Token-map kinds (tasks.MAP_KINDS) as rows of Dong et al.'s Table 1: (map, direction).
+MAP_ROWS = {"one_way": ("token map", "X->Y"), "inverse": ("token map", "Y->X"), "bijection": ("token map", "X<->Y"),
+            "copy": ("copy", "X<->Y"), "involution": ("involution", "X<->Y")}
+
+
+def map_table(sweeps: Mapping[str, LayerSweep]) -> pd.DataFrame:
+    """Token-map sweeps, keyed by kind, in Table 1's layout: accuracies (1 - error) of zero-shot, ICL
+    and TaskV at the (dev-chosen) best layer, TaskV/ICL, the layer, and the book's learned-ICL guard."""
+    unknown = sorted(set(sweeps) - set(MAP_ROWS))
+    if unknown:
+        raise ValueError(f"kinds {unknown} are not token-map kinds; valid: {', '.join(MAP_ROWS)}")
+    rows = []
+    for kind, s in sweeps.items():
+        icl, tv = 1 - s.icl_mean, 1 - s.best
+        rows.append({"map": MAP_ROWS[kind][0], "direction": MAP_ROWS[kind][1], "kind": kind,
+                     "zero-shot": 1 - s.zero_shot_mean, "ICL": icl, "TaskV": tv,
+                     "TaskV/ICL": tv / icl if icl > 0 else float("nan"), "layer": s.best_layer,
+                     "learned ICL": s.learned_icl})
+    return pd.DataFrame(rows)
