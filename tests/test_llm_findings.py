@@ -20,7 +20,7 @@ def run(curve, baseline=0.0, icl=1.0, dev=None, add=None, window=None, positions
                    add_test=at_extra if add is None else np.asarray(add, np.float32),
                    window_test=at_extra if window is None else np.asarray(window, np.float32),
                    positions_test=at_extra if positions is None else np.asarray(positions, np.float32),
-                   mean_tv=torch.zeros(N_LAYERS, 4))
+                   mean_tv=torch.zeros(N_LAYERS, 4), tv_echo=np.zeros(N_LAYERS, np.float32), icl_echo=0.0)
 
 
 def band_curve(layers, high=1.0, low=0.0) -> list[float]:
